@@ -1,0 +1,160 @@
+"""The `assay` command. Sub-commands live in their own modules and are imported only when used,
+so `assay --help` stays fast (no torch, duckdb or datatrove at start-up)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+# command path -> ("module:attribute", one-line help shown by --help without importing the module)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("pipelines.cli_corpus:ingest", "Read JSONL/Parquet/WARC inputs into docs shards."),
+    "annotate": ("pipelines.cli_corpus:annotate", "Run scorers over docs shards into annotations/."),
+    "sql": ("pipelines.cli_corpus:sql", "Run a read-only SQL query on the corpus catalog."),
+    "status": ("pipelines.cli_corpus:status", "Show shards, annotation sets and runs of a root."),
+    "train": ("", "Train models on the corpus (fastText classifiers)."),
+    "train fasttext": (
+        "pipelines.cli_train:train_fasttext",
+        "Train a fastText classifier from SQL-selected docs.",
+    ),
+    "facts": ("", "Register and inspect fact sets."),
+    "facts add": ("pipelines.cli_facts:facts_add", "Register a fact set (ParaRel, T-REx, CSV/Parquet)."),
+    "facts list": ("pipelines.cli_facts:facts_list", "List registered fact sets."),
+    "select": ("pipelines.cli_select:select", "Select a mixture from a YAML recipe."),
+    "mixtures": ("", "Inspect selected mixtures."),
+    "mixtures list": ("pipelines.cli_select:mixtures_list", "List mixtures in the root."),
+    "mixtures show": ("pipelines.cli_select:mixtures_show", "Show a mixture's composition."),
+    "export": ("pipelines.cli_select:export", "Write a mixture as JSONL or Parquet for a trainer."),
+    "fit": ("", "Fit a predictor and save it as JSON."),
+    "fit ladder": ("pipelines.cli_ladder:fit_ladder", "Fit task-ladder scaling laws on ladder runs."),
+    "fit boundary": ("pipelines.cli_boundary:fit_boundary", "Fit a capability boundary (quantile sigmoid)."),
+    "fit mixture": ("pipelines.cli_mixture:fit_mixture", "Fit mixture regression (RegMix / mixing law)."),
+    "fit smi": ("pipelines.cli_smi:fit_smi", "Fit the SMI predictor from per-fact counts and accuracy."),
+    "predict": ("", "Apply a fitted predictor to a table."),
+    "predict mixture": ("pipelines.cli_mixture:predict_mixture", "Predict target loss per mixture row."),
+    "predict smi": ("pipelines.cli_smi:predict_smi", "Predict per-fact CBQA accuracy from counts."),
+    "mix": ("", "Search mixture weights."),
+    "mix search": ("pipelines.cli_mixture:mix_search", "Propose the mixture with the lowest predicted loss."),
+    "forecast": ("pipelines.cli_forecast:forecast", "Expected task accuracy for a mixture and model size."),
+    "forecast ladder": ("pipelines.cli_ladder:forecast_ladder", "Chained ladder forecast for (N, D)."),
+    "forecast boundary": (
+        "pipelines.cli_boundary:forecast_boundary",
+        "Capability boundary at a FLOPs budget.",
+    ),
+    "forecast cbqa": (
+        "pipelines.cli_smi:forecast_cbqa",
+        "Expected closed-book QA accuracy from fact counts.",
+    ),
+}
+
+
+def _load(target: str) -> click.Command:
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def __init__(self, *args, prefix: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix = prefix
+
+    def _children(self) -> dict[str, str]:
+        depth = self.prefix.count(" ") + (1 if self.prefix else 0)
+        out = {}
+        for path in COMMANDS:
+            parts = path.split(" ")
+            if len(parts) == depth + 1 and " ".join(parts[:depth]) == self.prefix:
+                out[parts[-1]] = path
+        return out
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self._children()) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        path = self._children().get(name)
+        if path is None:
+            return None
+        target, help_text = COMMANDS[path]
+        if target:
+            # a parent has a default (e.g. `assay forecast --root ...`) and may also have children
+            if any(p.startswith(path + " ") for p in COMMANDS):
+                return _GroupWithDefault(name=name, prefix=path, help=help_text, target=target)
+            return _LazyCommand(name=name, target=target, help_text=help_text)
+        return LazyGroup(name=name, prefix=path, help=help_text)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            path = self._children().get(name)
+            rows.append((name, COMMANDS[path][1] if path else ""))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _LazyCommand(click.Command):
+    """Stands in for a command until it is invoked or asked for its own --help."""
+
+    def __init__(self, name: str, target: str, help_text: str):
+        super().__init__(name=name, help=help_text)
+        self.target = target
+        self._real: click.Command | None = None
+
+    def real(self) -> click.Command:
+        if self._real is None:
+            self._real = _load(self.target)
+        return self._real
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        return self.real().invoke(ctx)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.help or ""
+
+
+class _GroupWithDefault(LazyGroup):
+    """`assay forecast --root R ...` runs the default command; `assay forecast ladder ...` a child."""
+
+    def __init__(self, *args, target: str, **kwargs):
+        super().__init__(*args, invoke_without_command=True, **kwargs)
+        self.target = target
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self._children():
+            return super().parse_args(ctx, args)
+        ctx.meta["assay_default_args"] = list(args)
+        return []
+
+    def invoke(self, ctx: click.Context):
+        if "assay_default_args" in ctx.meta:
+            default = _load(self.target)
+            args = ctx.meta.pop("assay_default_args")
+            return default.main(args, prog_name=ctx.command_path, standalone_mode=False)
+        return super().invoke(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="assay")
+def main() -> None:
+    """Assay: annotate, query, select and forecast LLM pretraining corpora.
+
+    Every command takes --root ROOT (default: $ASSAY_ROOT, else the current directory).
+    """
+
+
+def default_root() -> str:
+    return os.environ.get("ASSAY_ROOT", ".")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
