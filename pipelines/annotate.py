@@ -34,8 +34,25 @@ def _scorer(spec: str, root: str, settings: dict):
     return _SCORER_CACHE[key]
 
 
-def output_folder(root: Path, scorer) -> Path:
-    return root / ("triples" if is_extractor(scorer) else "annotations") / scorer.name
+def parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def output_schemas(scorer) -> dict[str, pa.Schema]:
+    """Folder name -> schema of every table a scorer writes (an extractor may write several)."""
+    schema = scorer.output_schema()
+    if isinstance(schema, dict):
+        return schema
+    if is_extractor(scorer):
+        return {scorer.name: schema}
+    return {scorer.name: pa.schema([("id", pa.string()), *schema])}
+
+
+def output_paths(root: Path, scorer, part: str) -> dict[str, Path]:
+    base = root / ("triples" if is_extractor(scorer) else "annotations")
+    return {name: base / name / part for name in output_schemas(scorer)}
 
 
 def _input_batches(root: Path, shard: str, columns: list[str], batch_size: int):
@@ -81,30 +98,26 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
     rows = 0
     for spec in specs:
         scorer = _scorer(spec, root, settings)
-        out = output_folder(root_p, scorer) / part
-        if out.exists():
+        outputs = output_paths(root_p, scorer, part)
+        if all(p.exists() for p in outputs.values()):
             continue
         started = time.time()
         columns = list(getattr(scorer, "input_columns", ("id", "text")))
-        pieces = []
+        pieces: dict[str, list[pa.Table]] = {k: [] for k in outputs}
         for batch in _input_batches(root_p, shard, columns, settings.get("batch_size") or 2048):
             if is_extractor(scorer):
-                pieces.append(scorer.extract(batch))
+                result = scorer.extract(batch)
+                for k, table in result.items() if isinstance(result, dict) else [(scorer.name, result)]:
+                    pieces[k].append(table)
             else:
                 scored = check_scored(batch, scorer.score(batch), scorer)
                 ids = batch.column(batch.schema.get_field_index("id"))
-                pieces.append(pa.Table.from_batches([scored]).add_column(0, "id", ids))
-        rows = sum(p.num_rows for p in pieces) if not is_extractor(scorer) else rows
-        if pieces:
-            table = pa.concat_tables(pieces)
-        else:
-            schema = scorer.output_schema()
-            table = (
-                schema.empty_table()
-                if is_extractor(scorer)
-                else pa.schema([("id", pa.string()), *schema]).empty_table()
-            )
-        write_table_atomic(table, out)
+                pieces[scorer.name].append(pa.Table.from_batches([scored]).add_column(0, "id", ids))
+                rows += batch.num_rows
+        schemas = output_schemas(scorer)
+        for k, path in outputs.items():
+            table = pa.concat_tables(pieces[k]) if pieces[k] else schemas[k].empty_table()
+            write_table_atomic(table, path)
         timings[scorer.name] = round(time.time() - started, 3)
     record = {"unit": unit_index, "shard": shard, "rows": rows, "seconds": timings}
     write_json_atomic(record_path, record)
@@ -132,7 +145,8 @@ def annotate(
     for spec, scorer in zip(specs, scorers):
         entry = manifest["annotations"].get(scorer.name)
         if entry and entry["version"] != scorer.version:
-            shutil.rmtree(output_folder(root, scorer), ignore_errors=True)
+            for folder in {p.parent for p in output_paths(root, scorer, "x").values()}:
+                shutil.rmtree(folder, ignore_errors=True)
             stale.append(scorer.name)
             entry = None
         if entry is None:
@@ -140,7 +154,7 @@ def annotate(
                 "spec": spec,
                 "version": scorer.version,
                 "kind": "extractor" if is_extractor(scorer) else "scorer",
-                "columns": [f.name for f in scorer.output_schema()],
+                "columns": {k: v.names for k, v in output_schemas(scorer).items()},
                 "shards": {},
             }
     save_manifest(root, manifest)
@@ -171,16 +185,12 @@ def annotate(
     per_scorer = {}
     for scorer in scorers:
         entry = manifest["annotations"][scorer.name]
-        folder = output_folder(root, scorer)
         for s in shards:
-            f = folder / Path(s).name
-            if Path(s).name not in entry["shards"] and f.exists():
-                import pyarrow.parquet as pq
-
-                entry["shards"][Path(s).name] = {
-                    "rows": pq.ParquetFile(f).metadata.num_rows,
-                    "sha256": sha256_file(f),
-                }
+            part = Path(s).name
+            for sub, f in output_paths(root, scorer, part).items():
+                entry_key = part if sub == scorer.name else f"{sub}/{part}"
+                if entry_key not in entry["shards"] and f.exists():
+                    entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": sha256_file(f)}
         spent = sum(r["seconds"].get(scorer.name, 0.0) for r in records)
         per_scorer[scorer.name] = {
             "version": scorer.version,
