@@ -236,6 +236,7 @@ def finalize(root: str | Path, key: str, units: list[dict], options: IngestOptio
             unit["path"],
             {
                 "path": unit["path"],
+                "key": unit["key"],
                 "kind": unit["kind"],
                 "compression": unit["compression"],
                 "bytes": unit["bytes"],
@@ -269,6 +270,9 @@ def finalize(root: str | Path, key: str, units: list[dict], options: IngestOptio
     import shutil
 
     shutil.rmtree(stage, ignore_errors=True)
+    for leftover in (stage.parent, root / ".assay" / "units"):
+        if leftover.exists() and not any(leftover.iterdir()):
+            leftover.rmdir()
     shutil.rmtree(root / ".assay" / "units" / f"ingest-{key}", ignore_errors=True)
     sweep_temporaries(root / "docs")
     return {"inputs": list(per_input.values()), **totals}

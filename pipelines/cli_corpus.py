@@ -113,7 +113,7 @@ def ingest(
     for e in summary["inputs"]:
         ok = e["records_read"] == e["docs"] + e["quarantined"]
         table.add_row(
-            e["path"], str(e["records_read"]), str(e["docs"]), str(e["quarantined"]), "yes" if ok else "NO"
+            e.get("key", e["path"]), str(e["records_read"]), str(e["docs"]), str(e["quarantined"]), "yes" if ok else "NO"
         )
     table.add_row(
         "total", str(summary["records_read"]), str(summary["docs"]), str(summary["quarantined"]), ""

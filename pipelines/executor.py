@@ -172,4 +172,9 @@ def run_units(
             f"{label}: {len(units) - done} of {len(units)} work units did not finish ({cause}).\n"
             f"Log: {log_path}\n" + "\n".join(tail)
         )
+    # Unit records are the resume state; datatrove's markers would make a later run with the
+    # same key skip units whose records were already cleaned up.
+    import shutil
+
+    shutil.rmtree(logging_dir / "completions", ignore_errors=True)
     return time.time() - started
