@@ -106,6 +106,29 @@ def _decompressed_chunks(
     raise ValueError(f"unsupported compression {compression!r}")
 
 
+def _prefetched(chunks: Iterator, depth: int = 4) -> Iterator:
+    """Decompress in a background thread (zlib and zstd release the GIL) while blocks are parsed."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in chunks:
+                q.put(item)
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(exc)
+        q.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 # ---------------------------------------------------------------- JSONL
 
 
@@ -129,15 +152,20 @@ def _strings_for_timestamps(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _parse_block_fast(lines: list[bytes], fields: FieldMap) -> pa.Table | None:
-    """All lines at once through Arrow's JSON reader; None when anything needs a closer look."""
+def _parse_block_fast(lines: list[bytes], fields: FieldMap, schema_hint: dict) -> pa.Table | None:
+    """All lines at once through Arrow's JSON reader; None when anything needs a closer look.
+
+    `schema_hint` carries the block-to-block explicit schema: date-like strings are pinned to
+    strings so that one parse suffices (a second parse only when a new date-like field appears).
+    """
     import pyarrow.json as pj
 
     buf = b"\n".join(lines) + b"\n"
-    read_options = pj.ReadOptions(use_threads=True, block_size=len(buf) + 1)
-    schema = pa.schema([(fields.text, pa.string())])
+    # ~1 MB blocks let Arrow parse on every core
+    read_options = pj.ReadOptions(use_threads=True, block_size=1 << 20)
+    schema = schema_hint.get("schema") or pa.schema([(fields.text, pa.string())])
     try:
-        for _attempt in range(2):
+        for _attempt in range(3):
             table = pj.read_json(
                 io.BytesIO(buf),
                 read_options=read_options,
@@ -152,6 +180,9 @@ def _parse_block_fast(lines: list[bytes], fields: FieldMap) -> pa.Table | None:
         return None
     if table.num_rows != len(lines):  # two objects on one line, or a blank-looking line
         return None
+    schema_hint["schema"] = pa.schema(
+        [f for f in table.schema if not (pa.types.is_struct(f.type) or pa.types.is_list(f.type))]
+    )
     return table
 
 
@@ -198,14 +229,17 @@ def read_jsonl(
     line_no = 0  # lines consumed so far
     offset = 0  # decompressed bytes consumed so far
     quarantine = QuarantineBuffer(source_file, fields.raw_cap)
-    for chunk, error in _decompressed_chunks(raw, compression):
+    schema_hint: dict = {}
+    for chunk, error in _prefetched(_decompressed_chunks(raw, compression)):
         pending += chunk
         if len(pending) < BLOCK_BYTES and error is None:
             continue
         cut = pending.rfind(b"\n") + 1
         if cut:
             block, pending = pending[:cut], pending[cut:]
-            yield _jsonl_block(block, line_no, offset, fields, source_file, input_key, quarantine)
+            yield _jsonl_block(
+                block, line_no, offset, fields, source_file, input_key, quarantine, schema_hint
+            )
             line_no += block.count(b"\n")
             offset += len(block)
         if error is not None:
@@ -218,7 +252,9 @@ def read_jsonl(
                 yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
             return
     if pending.strip():  # a final line without a newline is still a record
-        yield _jsonl_block(pending + b"\n", line_no, offset, fields, source_file, input_key, quarantine)
+        yield _jsonl_block(
+            pending + b"\n", line_no, offset, fields, source_file, input_key, quarantine, schema_hint
+        )
 
 
 def _jsonl_block(
@@ -229,6 +265,7 @@ def _jsonl_block(
     source_file: str,
     input_key: str,
     quarantine: QuarantineBuffer,
+    schema_hint: dict,
 ) -> Block:
     starts, ends = _line_bounds(block)
     lengths = ends - starts
@@ -251,7 +288,7 @@ def _jsonl_block(
     keep_idx = np.flatnonzero(candidate & ~too_large)
     n_read = int(candidate.sum())
     lines = [block[starts[i] : ends[i]] for i in keep_idx]
-    table = _parse_block_fast(lines, fields) if lines else None
+    table = _parse_block_fast(lines, fields, schema_hint) if lines else None
     if table is not None:
         keep, reasons = text_problems(table.column(fields.text), fields.max_record_bytes)
         if reasons:

@@ -135,6 +135,7 @@ def annotate(
     """Run the scorers over the corpus; recomputes stale annotation sets, skips finished shards."""
     root = Path(root)
     config = config or ExecutorConfig()
+    _SCORER_CACHE.clear()  # a model retrained since the last call in this process must be reloaded
     manifest = load_manifest(root)
     shards = [s["name"] for s in manifest["shards"]]
     if not shards:

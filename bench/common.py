@@ -1,0 +1,66 @@
+"""Helpers shared by the benchmarks: real text replicated to a size, peak memory of a child run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+PAGES = SHARED / "corpora" / "web_trafilatura_eval" / "trafilatura_eval_pages.jsonl.gz"
+
+
+def real_records() -> list[dict]:
+    if not PAGES.exists():
+        sys.exit(f"needs {PAGES} (the shared data folder beside the repository)")
+    return [json.loads(line) for line in gzip.open(PAGES)]
+
+
+def replicate_jsonl_gz(out_dir: Path, megabytes: float, files: int = 8) -> tuple[list[Path], int, int]:
+    """Write the real pages again and again (ids made unique) until `megabytes` of JSON lines."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = real_records()
+    target = int(megabytes * 1e6)
+    per_file = target // files
+    paths, total_bytes, total_docs, copy = [], 0, 0, 0
+    for f in range(files):
+        path = out_dir / f"pages-{f:03d}.jsonl.gz"
+        written = 0
+        with gzip.open(path, "wb", compresslevel=1) as out:
+            while written < per_file:
+                for r in records:
+                    line = (json.dumps({**r, "id": f"{r['id']}-{copy}"}) + "\n").encode()
+                    out.write(line)
+                    written += len(line)
+                    total_docs += 1
+                copy += 1
+        paths.append(path)
+        total_bytes += written
+    return paths, total_bytes, total_docs
+
+
+def run_child(code: str, env: dict | None = None) -> tuple[float, float, str]:
+    """Run python code in a fresh process: (wall seconds, peak RSS MiB of it and its children, stdout)."""
+    code += (
+        "\nimport resource as _r, sys as _s\n"
+        "print('PEAK', max(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss, _r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss),"
+        " file=_s.stderr)\n"
+    )
+    started = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    wall = time.time() - started
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    peak = int(out.stderr.rsplit("PEAK", 1)[1].split()[0]) / 1024
+    return wall, peak, out.stdout
