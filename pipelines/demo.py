@@ -38,7 +38,7 @@ def main() -> int:
         "--root",
         root,
     )
-    step("annotate", "--root", root, "--scorer", "stats")
+    step("annotate", "--root", root, "--scorer", "stats", "--scorer", "language")
     step(
         "sql",
         "SELECT reason, count(*) AS records FROM quarantine GROUP BY reason ORDER BY reason",
@@ -49,6 +49,13 @@ def main() -> int:
         "sql",
         "SELECT source, count(*) AS docs, sum(tokens_est)::BIGINT AS tokens_est, round(avg(words)) AS avg_words, "
         "max(lines) AS max_lines FROM annotations GROUP BY source ORDER BY docs DESC",
+        "--root",
+        root,
+    )
+    step(
+        "sql",
+        "SELECT lang, count(*) AS docs, round(avg(lang_score), 3) AS mean_score, any_value(lang2) AS a_second_guess "
+        "FROM annotations GROUP BY lang ORDER BY docs DESC LIMIT 8",
         "--root",
         root,
     )
