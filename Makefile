@@ -27,7 +27,12 @@ lint: setup
 	$(VENV)/bin/ruff format .
 
 bench: setup
-	$(VENV)/bin/python bench/ingest.py
+	cd bench && ../$(VENV)/bin/python ingest.py --mb 500
+	cd bench && ../$(VENV)/bin/python heuristics.py
+	cd bench && ../$(VENV)/bin/python fasttext.py
+	cd bench && ../$(VENV)/bin/python facts.py
+	cd bench && ../$(VENV)/bin/python selection.py
+	cd bench && ../$(VENV)/bin/python predictors.py
 
 clean:
 	rm -rf $(VENV) demo-root
