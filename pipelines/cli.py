@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit boundary": ("pipelines.cli_boundary:fit_boundary", "Fit a capability boundary (quantile sigmoid)."),
     "fit mixture": ("pipelines.cli_mixture:fit_mixture", "Fit mixture regression (RegMix / mixing law)."),
     "fit smi": ("pipelines.cli_smi:fit_smi", "Fit the SMI predictor from per-fact counts and accuracy."),
+    "fit transfer": ("pipelines.cli_forecast:fit_transfer", "Fit the validation-loss to task-loss link."),
     "predict": ("", "Apply a fitted predictor to a table."),
     "predict mixture": ("pipelines.cli_mixture:predict_mixture", "Predict target loss per mixture row."),
     "predict smi": ("pipelines.cli_smi:predict_smi", "Predict per-fact CBQA accuracy from counts."),

@@ -1,0 +1,139 @@
+"""CLI: `assay forecast` (the user's question) and `assay fit transfer` (the loss link it needs)."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import click
+
+from pipelines.cli_corpus import root_option
+
+
+@click.command()
+@root_option
+@click.option(
+    "--mixture", default=None, help="A mixture selected with `assay select` (its token shares by source)."
+)
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Or a JSON file {domain: weight}.",
+)
+@click.option("--n", "n", type=float, required=True, help="Model parameters (non-embedding), e.g. 7e9.")
+@click.option("--d", "d", type=float, required=True, help="Training tokens, e.g. 2e12.")
+@click.option("--baseline", default=None, help="Another mixture: print the expected gain over it.")
+@click.option(
+    "--facts", default=None, help="A registered fact set: adds expected closed-book QA accuracy (SMI)."
+)
+@click.option(
+    "--map",
+    "domain_map",
+    multiple=True,
+    metavar="SOURCE=DOMAIN",
+    help="Map a mixture source to the mixture regressor's domain name.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Draw accuracy vs compute to a PNG."
+)
+def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plot):
+    """Expected accuracy per task of a model with N parameters trained on D tokens of a mixture.
+
+    Uses every predictor registered under ROOT/predictors/ (fit commands with --register NAME):
+    one row per task with the expected accuracy, its interval, the predictors that produced it
+    and their backtest error. See the README for how predictors are composed.
+    """
+    from pipelines.forecast import forecast as run_forecast
+    from pipelines.forecast import mixture_weights
+
+    root = Path(root)
+    mapping = dict(item.split("=", 1) for item in domain_map)
+
+    def weights_of(name: str | None, path: str | None) -> dict | None:
+        if path:
+            return json.loads(Path(path).read_text())
+        return mixture_weights(root, name, mapping) if name else None
+
+    try:
+        rows = run_forecast(root, weights_of(mixture, weights), n, d, mixture=mixture, facts=facts)
+        if baseline:
+            base = {
+                r["task"]: r for r in run_forecast(root, weights_of(baseline, None), n, d, baseline, facts)
+            }
+            for r in rows:
+                if r["task"] in base:
+                    r["gain_vs_baseline"] = r["predicted"] - base[r["task"]]["predicted"]
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if plot:
+        from predictors.ladder import LadderPredictor
+        from predictors.ladder_plot import plot_forecast
+
+        from pipelines.forecast import registered
+
+        ladders = registered(root).get("ladder")
+        if not ladders:
+            raise click.ClickException("--plot needs a registered ladder predictor")
+        plot_forecast(LadderPredictor.from_json(ladders[0][1]), n, d, plot)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"forecast: N={n:.3g}, D={d:.3g}" + (f", mixture {mixture}" if mixture else ""))
+    cols = ["task", "predicted", "lower", "upper", "backtest_abs_error", "predictor"]
+    if baseline:
+        cols.insert(4, "gain_vs_baseline")
+    for c in cols:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(
+            *[
+                ("" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r[c]))
+                for c in cols
+            ]
+        )
+    Console().print(table)
+
+
+@click.command()
+@root_option
+@click.option("--runs", required=True, help="Glob of OLMo ladder CSVs (quote it).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option("--register", default=None, help="Also save as ROOT/predictors/NAME.json for `assay forecast`.")
+def fit_transfer(root, runs, out, register):
+    """Fit the link from a reference validation loss to each task's bits-per-byte on ladder runs.
+
+    `assay forecast` uses it to carry a mixture regressor's predicted loss change over to task
+    accuracy; prints its held-out-size backtest (fit without 3B, predict 3B).
+    """
+    from corpora.atomic import write_json_atomic
+    from predictors.ladder_data import read_olmo_ladder
+    from predictors.transfer import LossTransfer, read_reference_loss
+
+    paths = sorted(glob.glob(runs))
+    if not paths:
+        raise click.ClickException(f"--runs {runs!r} matched no files")
+    table, ref = read_olmo_ladder(paths), read_reference_loss(paths)
+    link = LossTransfer().fit(table, ref)
+    saved = link.to_json()
+    sizes = sorted({p.split("/")[-1].split("-")[0] for p in paths})
+    if len(sizes) > 1:
+        bt = link.backtest(table, ref, sizes[-1] if "3B" not in sizes else "3B")
+        per_task = {t: float(bt.filter(bt["task"] == t)["rel_error"].mean()) for t in sorted(set(bt["task"]))}
+        saved["backtest"] = {
+            "held_out_size": "3B" if "3B" in sizes else sizes[-1],
+            "rel_error_by_task": per_task,
+        }
+        for task, err in per_task.items():
+            click.echo(
+                f"{task:14s} elasticity {link.params[task]['elasticity']:.3f}  held-out bpb error {err:.2%}"
+            )
+    write_json_atomic(out, saved)
+    if register:
+        write_json_atomic(Path(root) / "predictors" / f"{register}.json", saved)
+    click.echo(f"saved {out}" + (f" and registered as {register}" if register else ""))
