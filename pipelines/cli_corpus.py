@@ -113,7 +113,11 @@ def ingest(
     for e in summary["inputs"]:
         ok = e["records_read"] == e["docs"] + e["quarantined"]
         table.add_row(
-            e.get("key", e["path"]), str(e["records_read"]), str(e["docs"]), str(e["quarantined"]), "yes" if ok else "NO"
+            e.get("key", e["path"]),
+            str(e["records_read"]),
+            str(e["docs"]),
+            str(e["quarantined"]),
+            "yes" if ok else "NO",
         )
     table.add_row(
         "total", str(summary["records_read"]), str(summary["docs"]), str(summary["quarantined"]), ""
@@ -134,14 +138,23 @@ def ingest(
     "--device", default="auto", show_default=True, help="auto | cpu | cuda for model-backed scorers."
 )
 @click.option("--batch-size", default=None, type=int, help="Documents per scoring batch.")
+@click.option(
+    "--match",
+    type=click.Choice(["substring", "word"]),
+    default="substring",
+    show_default=True,
+    help="facts:NAME matching: the SMI paper's substring test, or word-bounded.",
+)
 @executor_options
-def annotate(root, scorers, device, batch_size, executor, workers, executor_opts):
+def annotate(root, scorers, device, batch_size, match, executor, workers, executor_opts):
     """Run scorers over every docs shard into annotations/<scorer>/ (extractors: triples/<name>/).
 
     Finished shards are skipped; a scorer whose version changed is recomputed from scratch.
     """
     from pipelines.annotate import annotate as run_annotate
 
+    if match == "word":
+        scorers = tuple(s + ":word" if s.startswith("facts:") and s.count(":") == 1 else s for s in scorers)
     try:
         summary = run_annotate(
             root, list(scorers), _config(executor, workers, executor_opts), device, batch_size
