@@ -59,6 +59,15 @@ def main() -> int:
         "--root",
         root,
     )
+    step("facts", "add", "trex", str(REPO / "tests" / "fixtures" / "facts" / "trex"), "--root", root)
+    step("annotate", "--root", root, "--scorer", "facts:trex")
+    step(
+        "sql",
+        "SELECT rel, subj, obj, n_subj, n_obj, n_both FROM fact_counts WHERE fact_set = 'trex' AND n_both > 0 "
+        "ORDER BY n_both DESC, n_subj DESC LIMIT 8",
+        "--root",
+        root,
+    )
     print(f"\nThe corpus root is {root}; open {root}/catalog.duckdb in duckdb to explore further.")
     return 0
 
