@@ -83,7 +83,8 @@ def forecast(
         name, saved = preds["ladder"][0]
         ladder = LadderPredictor.from_json(saved)
         base = _ladder_rows(ladder, n, d)
-        errors = (saved.get("backtest") or {}).get("abs_error_by_task", {})
+        per_task = (saved.get("backtest") or {}).get("per_task", {})
+        errors = {t: v["abs_error_points"] / 100 for t, v in per_task.items()}
         ratio = None
         used = [f"ladder:{name}"]
         if weights is not None and "mixture" in preds and "transfer" in preds:
@@ -109,7 +110,7 @@ def forecast(
             }
             if ratio is not None and task in link.params:
                 bpb = r["bpb_predicted"] * link.bpb_ratio(task, ratio)
-                acc = ladder.accuracy_from_bpb(task, bpb)  # lower loss -> higher accuracy
+                acc = np.clip(ladder.fits_[task].curve(bpb), 0.0, 1.0)  # the ladder's step 2
                 shift = float(acc[1]) - r["predicted"]
                 row["predicted"] = float(acc[1])
                 row["lower"] = min(r["lower"] + shift, float(acc.min()))

@@ -1,0 +1,185 @@
+"""`assay fit ladder` and `assay forecast ladder`: the task-ladder predictor from the command line."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+import click
+
+
+def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
+    """OLMo ladder CSVs, long tables (.parquet, or .csv with the long columns) and lm-eval manifests."""
+    import polars as pl
+
+    from predictors.ladder_data import LONG_SCHEMA, check_long_table, read_olmo_ladder
+    from predictors.lm_eval import read_lm_eval_runs
+
+    olmo, frames = [], []
+    for pattern in patterns:
+        paths = sorted(glob.glob(os.path.expanduser(pattern))) or (
+            [pattern] if Path(pattern).exists() else []
+        )
+        if not paths:
+            raise click.BadParameter(f"{pattern}: no file matches", param_hint="--runs")
+        for p in paths:
+            if p.endswith(".parquet"):
+                frames.append(check_long_table(pl.read_parquet(p), p))
+            elif set(LONG_SCHEMA) <= set(pl.read_csv(p, n_rows=0).columns):
+                frames.append(check_long_table(pl.read_csv(p), p))
+            else:
+                olmo.append(p)
+    if olmo:
+        frames.append(read_olmo_ladder(olmo))
+    frames += [read_lm_eval_runs(m) for m in lm_eval]
+    if not frames:
+        raise click.UsageError("give ladder runs with --runs 'DIR/*.csv' (or --lm-eval MANIFEST.csv)")
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def _backtest_lines(summary: dict) -> list[str]:
+    lines = [f"backtest: fit without {summary['hold_out']}, predict its runs' final accuracy (points)"]
+    lines.append(f"  {'task':<14} {'runs':>4} {'mean |err|':>10} {'max':>6} {'coverage':>8}")
+    for task, s in summary["per_task"].items():
+        lines.append(
+            f"  {task:<14} {s['runs']:>4} {s['abs_error_points']:>10.2f} {s['max_error_points']:>6.2f} {s['coverage']:>8.2f}"
+        )
+    lines.append(
+        f"  {'mean':<14} {'':>4} {summary['mean_abs_error_points']:>10.2f} {'':>6} {summary['coverage']:>8.2f}"
+    )
+    return lines
+
+
+@click.command("ladder")
+@click.option("--runs", "runs", multiple=True, help="Glob of ladder runs: OLMo ladder CSVs or long tables.")
+@click.option(
+    "--lm-eval", "lm_eval", multiple=True, help="CSV manifest (run,n,d,step,results) of lm-eval outputs."
+)
+@click.option("--out", default="ladder.json", show_default=True, help="Where to write the fitted predictor.")
+@click.option("--hold-out", default=None, help="Size left out by the backtest (default: the largest).")
+@click.option("--no-backtest", is_flag=True, help="Skip the backtest.")
+@click.option("--per-task-exponents", is_flag=True, help="Step 1 as published: one independent fit per task.")
+@click.option(
+    "--min-tokens-per-param",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Leave out runs trained on fewer tokens per parameter (0.5xC = 10); 0 keeps all.",
+)
+@click.option("--register", default=None, help="Also save as ROOT/predictors/NAME.json (needs --root).")
+@click.option(
+    "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), help="Corpus root [$ASSAY_ROOT or .]."
+)
+@click.pass_context
+def fit_ladder(
+    ctx, runs, lm_eval, out, hold_out, no_backtest, per_task_exponents, min_tokens_per_param, register, root
+):
+    """Fit task-ladder scaling laws (Bhagia et al. 2024) on ladder runs and save them as JSON.
+
+    Step 1 maps (N, D) to task bits-per-byte, step 2 maps that to accuracy; the backtest refits
+    without the largest size and reports the error on its runs.
+
+    Example: assay fit ladder --runs '../shared/data/eval_results/olmo_ladder/ladder-runs/*.csv' --out ladder.json
+    """
+    from corpora.atomic import write_json_atomic
+    from predictors.ladder import LadderOptions, LadderPredictor
+
+    root_given = ctx.get_parameter_source("root") == click.core.ParameterSource.COMMANDLINE
+    if register and not root_given:
+        raise click.UsageError("--register NAME needs --root ROOT: it saves ROOT/predictors/NAME.json")
+    table = _read_runs(runs, lm_eval)
+    options = LadderOptions(
+        shared_exponents=not per_task_exponents, min_tokens_per_param=min_tokens_per_param
+    )
+    predictor = LadderPredictor(options)
+    try:
+        if not no_backtest and table["n"].n_unique() >= 4:
+            predictor.backtest(table, hold_out)
+            click.echo("\n".join(_backtest_lines(predictor.backtest_)))
+        predictor.fit(table)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    saved = predictor.to_json()
+    write_json_atomic(out, saved)
+    fitted = predictor.fitted_on_
+    click.echo(
+        f"fitted {len(predictor.fits_)} tasks on {fitted['runs']} runs ({fitted['checkpoints']} checkpoints, "
+        f"{len(fitted['sizes'])} sizes) -> {out}"
+    )
+    if register:
+        target = Path(root) / "predictors" / f"{register}.json"
+        write_json_atomic(target, saved)
+        click.echo(f"registered as {register} -> {target}")
+
+
+def _load_fit(fit: str, root: str):
+    from predictors.ladder import LadderPredictor
+
+    path = Path(fit)
+    if not path.exists():
+        registered = Path(root) / "predictors" / f"{fit}.json"
+        if not registered.exists():
+            raise click.BadParameter(
+                f"{fit}: no such file, and no registered predictor {registered}", param_hint="--fit"
+            )
+        path = registered
+    try:
+        return LadderPredictor.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, json.JSONDecodeError) as e:
+        raise click.ClickException(f"{path}: {e}") from e
+
+
+@click.command("ladder")
+@click.option("--fit", "fit", required=True, help="A fitted ladder JSON, or the name of a registered one.")
+@click.option("--n", "n", type=float, required=True, help="Target non-embedding parameters, e.g. 6.9e9.")
+@click.option("--d", "d", type=float, required=True, help="Target training tokens, e.g. 4e12.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--plot", "plot", default=None, help="Also draw accuracy vs compute to this image file.")
+@click.option(
+    "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), help="Corpus root [$ASSAY_ROOT or .]."
+)
+def forecast_ladder(fit, n, d, fmt, plot, root):
+    """Chained ladder forecast of each task's accuracy for a model of N parameters trained on D tokens.
+
+    JSON output: a list of {"task", "predicted", "lower", "upper"} with accuracies in [0, 1]; the
+    interval is the delta method on both fits plus checkpoint noise (see the fit's backtest coverage).
+    """
+    import polars as pl
+
+    if n <= 0 or d <= 0:
+        raise click.BadParameter("--n and --d must be positive")
+    predictor = _load_fit(fit, root)
+    rows = predictor.predict(pl.DataFrame({"n": [n], "d": [d]}))
+    if fmt == "json":
+        out = [
+            {"task": r["task"], "predicted": r["predicted"], "lower": r["lower"], "upper": r["upper"]}
+            for r in rows.iter_rows(named=True)
+        ]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        per_task = (predictor.backtest_ or {}).get("per_task", {})
+        level = int(round(predictor.options.level * 100))
+        click.echo(f"ladder forecast for N = {n:.4g}, D = {d:.4g} (C = 6ND = {6 * n * d:.3g} FLOPs)")
+        click.echo(
+            f"  {'task':<14} {'accuracy':>8} {f'{level}% interval':>16} {'task bpb':>8} {'backtest |err|':>14}"
+        )
+        for r in rows.iter_rows(named=True):
+            bt = per_task.get(r["task"], {}).get("abs_error_points")
+            bt_text = f"{bt:.2f} pts" if bt is not None else "-"
+            interval = f"[{r['lower']:.3f}, {r['upper']:.3f}]"
+            click.echo(
+                f"  {r['task']:<14} {r['predicted']:>8.3f} {interval:>16} {r['bpb_predicted']:>8.3f} {bt_text:>14}"
+            )
+        if predictor.backtest_:
+            b = predictor.backtest_
+            click.echo(
+                f"  backtest (held out {b['hold_out']}): mean |err| {b['mean_abs_error_points']:.2f} points"
+            )
+    if plot:
+        from predictors.ladder_plot import plot_forecast
+
+        plot_forecast(predictor, n, d, plot)
+        if fmt == "table":
+            click.echo(f"plot -> {plot}")
