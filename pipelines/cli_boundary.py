@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from corpora.atomic import write_json_atomic
+from pipelines.cli_common import load_fit
 from predictors.boundary_fit import LAMBDA_B
 
 _SUMMARISED = {"no_compute", "missing_score", "duplicate"}  # one line per kind, not per row
@@ -37,6 +38,10 @@ def _echo_issues(table: Path, issues: list) -> None:
     for (kind, detail), models in grouped.items():
         shown = ", ".join(models[:5]) + (f", … (+{len(models) - 5})" if len(models) > 5 else "")
         click.echo(f"warning: {table.name}: {len(models)} rows dropped, {detail} [{kind}]: {shown}", err=True)
+
+
+def _load_fit(fit: str, root):
+    return load_fit(fit, root, "boundary")
 
 
 @click.command("boundary")
@@ -121,19 +126,6 @@ def fit_boundary(
         click.echo(f"wrote {target}")
 
 
-def _load_fit(root: str, fit: str) -> tuple[dict, str]:
-    path = Path(fit)
-    if not path.is_file():
-        path = Path(root) / "predictors" / f"{fit}.json"
-    if not path.is_file():
-        raise click.BadParameter(
-            f"{fit}: neither a file nor a registered predictor ({path} does not exist); "
-            "fit one with `assay fit boundary ... --register NAME`",
-            param_hint="--fit",
-        )
-    return json.loads(path.read_text()), str(path)
-
-
 @click.command("boundary")
 @click.option("--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or .")
 @click.option("--fit", "fit", required=True, help="A fit JSON, or a name registered under ROOT/predictors/.")
@@ -147,7 +139,7 @@ def forecast_boundary(root: str, fit: str, flops: tuple[float, ...], as_json: bo
 
     from predictors.boundary import BoundaryPredictor
 
-    doc, path = _load_fit(root, fit)
+    doc, path = _load_fit(fit, root)
     try:
         model = BoundaryPredictor.from_json(doc)
     except (KeyError, ValueError) as err:

@@ -7,13 +7,7 @@ import sys
 
 import click
 
-root_option = click.option(
-    "--root",
-    default=lambda: os.environ.get("ASSAY_ROOT", "."),
-    show_default="$ASSAY_ROOT or .",
-    type=click.Path(file_okay=False),
-    help="Corpus root folder.",
-)
+from pipelines.cli_common import root_option
 
 
 def executor_options(f):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_corpus import root_option
+from pipelines.cli_common import root_option
 
 
 @click.command()
@@ -69,10 +69,9 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     if plot:
+        from pipelines.forecast import registered
         from predictors.ladder import LadderPredictor
         from predictors.ladder_plot import plot_forecast
-
-        from pipelines.forecast import registered
 
         ladders = registered(root).get("ladder")
         if not ladders:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_common import load_fit
+
 
 def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
     """OLMo ladder CSVs, long tables (.parquet, or .csv with the long columns) and lm-eval manifests."""
@@ -50,6 +52,12 @@ def _backtest_lines(summary: dict) -> list[str]:
         f"  {'mean':<14} {'':>4} {summary['mean_abs_error_points']:>10.2f} {'':>6} {summary['coverage']:>8.2f}"
     )
     return lines
+
+
+def _load_fit(fit: str, root):
+    from predictors.ladder import LadderPredictor
+
+    return load_fit(fit, root, "ladder", LadderPredictor)
 
 
 @click.command("ladder")
@@ -114,23 +122,6 @@ def fit_ladder(
         click.echo(f"registered as {register} -> {target}")
 
 
-def _load_fit(fit: str, root: str):
-    from predictors.ladder import LadderPredictor
-
-    path = Path(fit)
-    if not path.exists():
-        registered = Path(root) / "predictors" / f"{fit}.json"
-        if not registered.exists():
-            raise click.BadParameter(
-                f"{fit}: no such file, and no registered predictor {registered}", param_hint="--fit"
-            )
-        path = registered
-    try:
-        return LadderPredictor.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError, json.JSONDecodeError) as e:
-        raise click.ClickException(f"{path}: {e}") from e
-
-
 @click.command("ladder")
 @click.option("--fit", "fit", required=True, help="A fitted ladder JSON, or the name of a registered one.")
 @click.option("--n", "n", type=float, required=True, help="Target non-embedding parameters, e.g. 6.9e9.")
@@ -150,7 +141,7 @@ def forecast_ladder(fit, n, d, fmt, plot, root):
 
     if n <= 0 or d <= 0:
         raise click.BadParameter("--n and --d must be positive")
-    predictor = _load_fit(fit, root)
+    predictor, _ = _load_fit(fit, root)
     rows = predictor.predict(pl.DataFrame({"n": [n], "d": [d]}))
     if fmt == "json":
         out = [

@@ -9,29 +9,12 @@ from pathlib import Path
 import click
 
 from corpora.atomic import write_json_atomic
+from pipelines.cli_common import load_fit
 
 _ROOT = click.option(
     "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or ."
 )
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-
-
-def _load_fit(root: str, fit: str):
-    from predictors.mixture import MixturePredictor
-
-    path = Path(fit)
-    if not path.is_file():
-        path = Path(root) / "predictors" / f"{fit}.json"
-    if not path.is_file():
-        raise click.BadParameter(
-            f"{fit}: neither a file nor a registered predictor ({path} does not exist); "
-            "fit one with `assay fit mixture ... --register NAME`",
-            param_hint="--fit",
-        )
-    try:
-        return MixturePredictor.from_json(json.loads(path.read_text())), path
-    except (KeyError, ValueError, json.JSONDecodeError) as err:
-        raise click.ClickException(f"{path}: {err}") from err
 
 
 def _table(mixtures: Path, losses: Path):
@@ -45,6 +28,12 @@ def _table(mixtures: Path, losses: Path):
 
 def _metrics(s: dict) -> str:
     return f"Spearman ρ {s['spearman']:.4f}, Pearson r {s['pearson']:.4f}, MAE {s['mae']:.4f}"
+
+
+def _load_fit(fit: str, root):
+    from predictors.mixture import MixturePredictor
+
+    return load_fit(fit, root, "mixture", MixturePredictor)
 
 
 @click.command("mixture")
@@ -139,7 +128,7 @@ def predict_mixture(root: str, fit: str, mixtures: Path, fmt: str) -> None:
     """Print the predicted target loss of every mixture row, keyed by the file's index column."""
     from predictors.mixture_data import read_mixtures
 
-    model, _ = _load_fit(root, fit)
+    model, _ = _load_fit(fit, root)
     try:
         predicted = model.predict(read_mixtures(mixtures)).drop("spread")
     except ValueError as err:
@@ -188,7 +177,7 @@ def mix_search(
     from predictors.mixture_data import domain_name, read_domain_tokens
     from predictors.mixture_search import domain_caps, search_mixture, token_prior
 
-    model, path = _load_fit(root, fit)
+    model, path = _load_fit(fit, root)
     if tokens is not None and domain_tokens is None:
         raise click.UsageError("--tokens needs --domain-tokens (the tokens available per domain)")
     prior = caps = None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from pipelines.cli_common import load_fit
 from predictors.smi_cross import DAMPING, TREND_SIZES
 
 _ROOT = click.option(
@@ -37,21 +38,6 @@ def _model_spec(spec: str) -> tuple[Path, float | None]:
     if path and not Path(spec).exists():
         return Path(path), _size(size)
     return Path(spec), None
-
-
-def _load_fit(fit: str, root: Path):
-    from predictors.smi import SMIPredictor
-
-    path = Path(fit)
-    if not path.exists():
-        registered = root / "predictors" / (fit if fit.endswith(".json") else f"{fit}.json")
-        if not registered.exists():
-            raise click.UsageError(f"--fit {fit}: no such file, and no registered fit {registered}")
-        path = registered
-    try:
-        return SMIPredictor.from_json(json.loads(path.read_text())), path
-    except (ValueError, KeyError) as e:
-        raise click.UsageError(f"--fit {path}: {e}") from None
 
 
 def _fmt(v: float) -> str:
@@ -87,6 +73,12 @@ def describe_backtest(summary: dict | None) -> str:
         f"backtest ({summary['folds']}-fold held-out facts): per-bin MAE {summary['bin_mae']:.4f}, "
         f"per-fact MAE {summary['fact_mae']:.4f}, worst mean-accuracy error {summary['mean_error_max']:.4f}"
     )
+
+
+def _load_fit(fit: str, root):
+    from predictors.smi import SMIPredictor
+
+    return load_fit(fit, root, "smi", SMIPredictor)
 
 
 @click.command("smi")

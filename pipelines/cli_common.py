@@ -1,0 +1,41 @@
+"""Pieces every CLI module shares: the --root option and loading a fitted predictor."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+root_option = click.option(
+    "--root",
+    default=lambda: os.environ.get("ASSAY_ROOT", "."),
+    show_default="$ASSAY_ROOT or .",
+    type=click.Path(file_okay=False),
+    help="Corpus root folder.",
+)
+
+
+def load_fit(fit: str, root: str | Path, kind: str, cls=None):
+    """A fit JSON given as a path or as a name registered under ROOT/predictors/.
+
+    Returns (predictor or the raw dict when `cls` is None, path). Errors name the file and what
+    to do about it.
+    """
+    path = Path(fit)
+    if not path.is_file():
+        path = Path(root) / "predictors" / (fit if fit.endswith(".json") else f"{fit}.json")
+    if not path.is_file():
+        raise click.BadParameter(
+            f"{fit}: neither a file nor a registered predictor ({path} does not exist); "
+            f"fit one with `assay fit {kind} ... --register NAME`",
+            param_hint="--fit",
+        )
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("kind") not in (kind, None):
+            raise ValueError(f"this is a {saved.get('kind')!r} fit, not a {kind!r} fit")
+        return (saved if cls is None else cls.from_json(saved)), str(path)
+    except (KeyError, ValueError, json.JSONDecodeError) as err:
+        raise click.ClickException(f"{path}: {err}") from err
