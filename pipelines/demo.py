@@ -38,7 +38,7 @@ def main() -> int:
         "--root",
         root,
     )
-    step("annotate", "--root", root, "--scorer", "stats", "--scorer", "language")
+    step("annotate", "--root", root, "--scorer", "stats", "--scorer", "language", "--scorer", "heuristics")
     step(
         "sql",
         "SELECT reason, count(*) AS records FROM quarantine GROUP BY reason ORDER BY reason",
@@ -56,6 +56,15 @@ def main() -> int:
         "sql",
         "SELECT lang, count(*) AS docs, round(avg(lang_score), 3) AS mean_score, any_value(lang2) AS a_second_guess "
         "FROM annotations GROUP BY lang ORDER BY docs DESC LIMIT 8",
+        "--root",
+        root,
+    )
+    step(
+        "sql",
+        "SELECT source, count(*) AS docs, round(avg(gopher_quality_keep::INT), 2) AS gopher_q, "
+        "round(avg(gopher_repetition_keep::INT), 2) AS gopher_rep, round(avg(c4_keep::INT), 2) AS c4, "
+        "round(avg(fineweb_keep::INT), 2) AS fineweb, round(avg(rp_unigram_entropy), 2) AS entropy "
+        "FROM annotations GROUP BY source ORDER BY docs DESC",
         "--root",
         root,
     )
