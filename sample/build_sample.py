@@ -1,6 +1,6 @@
 """Rebuild the bundled sample corpus from ../shared/data (run once; the output is committed).
 
-    python sample/build_sample.py
+python sample/build_sample.py
 """
 
 from __future__ import annotations
@@ -57,14 +57,18 @@ def udhr() -> list[dict]:
             if name.endswith("-UTF8"):
                 # files are cut at 10,000 bytes, sometimes inside a character
                 text = z.read(name).decode("utf-8", errors="ignore")
-                records.append({"id": f"udhr/{Path(name).name}", "text": text, "language_name": Path(name).name[:-5]})
+                records.append(
+                    {"id": f"udhr/{Path(name).name}", "text": text, "language_name": Path(name).name[:-5]}
+                )
     return records
 
 
 def main() -> None:
     web = HERE / "web"
     web.mkdir(exist_ok=True)
-    for f in sorted((DATA / "misc").glob("dolma_cc_en_head-*.jsonl.gz")) + [DATA / "misc" / "dolma_sample-0000.warc.gz"]:
+    for f in sorted((DATA / "misc").glob("dolma_cc_en_head-*.jsonl.gz")) + [
+        DATA / "misc" / "dolma_sample-0000.warc.gz"
+    ]:
         shutil.copyfile(f, web / f.name)
     state_union = speeches("state_union")
     inaugural = speeches("inaugural")

@@ -44,7 +44,5 @@ def check_scored(batch: pa.RecordBatch, out: pa.RecordBatch, scorer: Scorer) -> 
         raise ValueError(f"scorer {scorer.name!r} returned {out.num_rows} rows for {batch.num_rows}")
     expected = scorer.output_schema()
     if not out.schema.equals(expected, check_metadata=False):
-        out = pa.RecordBatch.from_arrays(
-            [out.column(f.name).cast(f.type) for f in expected], schema=expected
-        )
+        out = pa.RecordBatch.from_arrays([out.column(f.name).cast(f.type) for f in expected], schema=expected)
     return out

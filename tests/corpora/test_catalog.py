@@ -23,10 +23,14 @@ def root(tmp_path_factory):
 
 
 def test_views_and_wide_annotations(root):
-    row = run_query(root, "SELECT count(*) AS n, sum(words) AS w, min(tokens_est) AS t FROM annotations").to_pylist()[0]
+    row = run_query(
+        root, "SELECT count(*) AS n, sum(words) AS w, min(tokens_est) AS t FROM annotations"
+    ).to_pylist()[0]
     assert row["n"] == 40 and row["w"] > 10_000 and row["t"] > 0
     cols = run_query(root, "SELECT * FROM annotations LIMIT 0").column_names
-    assert cols[:3] == ["id", "source", "url"] and {"chars", "bytes", "words", "lines", "tokens_est"} <= set(cols)
+    assert cols[:3] == ["id", "source", "url"] and {"chars", "bytes", "words", "lines", "tokens_est"} <= set(
+        cols
+    )
     assert run_query(root, "SELECT count(*) FROM quarantine").column(0)[0].as_py() == 0
 
 
@@ -45,7 +49,10 @@ def test_opens_from_another_directory_in_plain_duckdb(root, tmp_path):
         "print(c.sql('SELECT count(*) FROM annotations WHERE words > 0').fetchall()[0][0])"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(root / "catalog.duckdb")], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-c", code, str(root / "catalog.duckdb")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "40"
@@ -58,5 +65,7 @@ def test_moved_root_is_rebound(root, tmp_path):
     # the copy's views still point at the old place until an Assay command opens it
     assert run_query(moved, "SELECT count(*) FROM docs").column(0)[0].as_py() == 40
     code = "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); print(c.sql('SELECT root FROM assay_catalog').fetchall()[0][0])"
-    out = subprocess.run([sys.executable, "-c", code, str(moved / "catalog.duckdb")], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(moved / "catalog.duckdb")], capture_output=True, text=True
+    )
     assert out.stdout.strip() == str(moved.resolve())

@@ -26,7 +26,11 @@ def docs_rows(root: Path) -> int:
 def test_each_input_kind(tmp_path):
     root = tmp_path / "root"
     summary = ingest(
-        [str(INGEST / "inaugural_noid.jsonl"), str(INGEST / "inaugural.jsonl.zst"), str(INGEST / "dolma_sample-0000.warc.gz")],
+        [
+            str(INGEST / "inaugural_noid.jsonl"),
+            str(INGEST / "inaugural.jsonl.zst"),
+            str(INGEST / "dolma_sample-0000.warc.gz"),
+        ],
         root,
         quiet=True,
     )
@@ -37,15 +41,25 @@ def test_each_input_kind(tmp_path):
     assert warc["records_read"] == warc["docs"] + warc["quarantined"] and warc["docs"] >= 15
     assert docs_rows(root) == summary["docs"]
     # derived ids are <input>:<line>, own ids are kept
-    ids = run_query(root, "SELECT id FROM docs WHERE source = 'inaugural_noid' ORDER BY source_offset").column(0)
+    ids = run_query(
+        root, "SELECT id FROM docs WHERE source = 'inaugural_noid' ORDER BY source_offset"
+    ).column(0)
     assert ids[0].as_py() == "inaugural_noid.jsonl:1" and ids[39].as_py() == "inaugural_noid.jsonl:40"
     zst_ids = run_query(root, "SELECT id FROM docs WHERE source = 'inaugural' ORDER BY source_offset LIMIT 1")
     assert zst_ids.column(0)[0].as_py().startswith("inaugural/")
     # WARC: extracted text, the record id and URL
-    row = run_query(root, "SELECT id, url, text FROM docs WHERE source = 'dolma_sample-0000' LIMIT 1").to_pylist()[0]
-    assert row["id"].startswith("<urn:uuid:") and row["url"].startswith("http") and "<html" not in row["text"].lower()
+    row = run_query(
+        root, "SELECT id, url, text FROM docs WHERE source = 'dolma_sample-0000' LIMIT 1"
+    ).to_pylist()[0]
+    assert (
+        row["id"].startswith("<urn:uuid:")
+        and row["url"].startswith("http")
+        and "<html" not in row["text"].lower()
+    )
     # meta keeps the source's other fields as JSON
-    title = run_query(root, "SELECT meta->>'title' AS t FROM docs WHERE id = 'inaugural_noid.jsonl:1'").column(0)[0]
+    title = run_query(
+        root, "SELECT meta->>'title' AS t FROM docs WHERE id = 'inaugural_noid.jsonl:1'"
+    ).column(0)[0]
     assert title.as_py() == "1789-Washington"
 
 
@@ -62,9 +76,16 @@ def test_parquet_with_field_options_and_row_group_units(tmp_path):
 
 def test_directories_and_globs(tmp_path):
     root = tmp_path / "root"
-    summary = ingest([str(REPO / "sample" / "speeches"), str(REPO / "sample" / "web" / "*.jsonl.gz")], root, quiet=True)
+    summary = ingest(
+        [str(REPO / "sample" / "speeches"), str(REPO / "sample" / "web" / "*.jsonl.gz")], root, quiet=True
+    )
     names = sorted(Path(i["path"]).name for i in summary["inputs"])
-    assert names == ["dolma_cc_en_head-0091.jsonl.gz", "dolma_cc_en_head-0174.jsonl.gz", "inaugural.jsonl.gz", "state_union.jsonl.gz"]
+    assert names == [
+        "dolma_cc_en_head-0091.jsonl.gz",
+        "dolma_cc_en_head-0174.jsonl.gz",
+        "inaugural.jsonl.gz",
+        "state_union.jsonl.gz",
+    ]
     assert all(i["records_read"] == i["docs"] + i["quarantined"] for i in summary["inputs"])
 
 
@@ -92,7 +113,11 @@ def test_bad_input_balance_and_reasons(tmp_path):
     src.mkdir()
     (src / "bad.jsonl").write_bytes(_bad_lines())
     # a truncated gzip: whole lines before the break are kept, the cut line is quarantined
-    full = gzip.compress(b"".join(json.dumps({"id": f"g{i}", "text": f"gz doc {i} " * 30}).encode() + b"\n" for i in range(200)))
+    full = gzip.compress(
+        b"".join(
+            json.dumps({"id": f"g{i}", "text": f"gz doc {i} " * 30}).encode() + b"\n" for i in range(200)
+        )
+    )
     (src / "cut.jsonl.gz").write_bytes(full[: len(full) * 2 // 3])
     root = tmp_path / "root"
     options = IngestOptions(max_record_bytes=2000)
@@ -101,8 +126,14 @@ def test_bad_input_balance_and_reasons(tmp_path):
     bad = per["bad.jsonl"]
     assert (bad["records_read"], bad["docs"], bad["quarantined"]) == (11, 3, 8)
     cut = per["cut.jsonl.gz"]
-    assert cut["records_read"] == cut["docs"] + cut["quarantined"] and cut["quarantined"] == 1 and cut["docs"] > 50
-    q = run_query(root, "SELECT source_file, line, reason FROM quarantine ORDER BY source_file, line").to_pylist()
+    assert (
+        cut["records_read"] == cut["docs"] + cut["quarantined"]
+        and cut["quarantined"] == 1
+        and cut["docs"] > 50
+    )
+    q = run_query(
+        root, "SELECT source_file, line, reason FROM quarantine ORDER BY source_file, line"
+    ).to_pylist()
     bad_reasons = [(r["line"], r["reason"]) for r in q if r["source_file"].endswith("bad.jsonl")]
     assert bad_reasons == [
         (2, "json"),
@@ -144,7 +175,10 @@ def test_rerun_is_a_no_op_and_other_inputs_need_append(tmp_path):
         ingest([str(INGEST / "inaugural.jsonl.zst")], root, quiet=True)
     ingest([str(INGEST / "inaugural.jsonl.zst")], root, append=True, quiet=True)
     assert docs_rows(root) == 80
-    assert [s["name"] for s in load_manifest(root)["shards"]] == ["docs/part-00000.parquet", "docs/part-00001.parquet"]
+    assert [s["name"] for s in load_manifest(root)["shards"]] == [
+        "docs/part-00000.parquet",
+        "docs/part-00001.parquet",
+    ]
 
 
 def test_manifest_checksums_and_runs(tmp_path):

@@ -18,7 +18,9 @@ def test_stats_values(tmp_path):
     root = tmp_path / "root"
     ingest([str(src)], root, quiet=True)
     annotate(root, ["stats"], quiet=True)
-    rows = run_query(root, "SELECT chars, bytes, words, lines, tokens_est FROM annotations ORDER BY id").to_pylist()
+    rows = run_query(
+        root, "SELECT chars, bytes, words, lines, tokens_est FROM annotations ORDER BY id"
+    ).to_pylist()
     assert rows[0] == {"chars": 19, "bytes": 19, "words": 4, "lines": 2, "tokens_est": 5}
     assert rows[1] == {"chars": 12, "bytes": 14, "words": 2, "lines": 1, "tokens_est": 4}
     assert rows[2] == {"chars": 1, "bytes": 1, "words": 1, "lines": 1, "tokens_est": 1}

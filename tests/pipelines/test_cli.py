@@ -44,12 +44,24 @@ def test_ingest_annotate_sql_roundtrip(tmp_path):
     assert "damaged.jsonl" in res.output and "yes" in res.output
     res = runner.invoke(main, ["annotate", "--root", root, "--scorer", "stats"])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(main, ["sql", "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 1", "--root", root, "--format", "json"])
+    res = runner.invoke(
+        main,
+        [
+            "sql",
+            "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 1",
+            "--root",
+            root,
+            "--format",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     reasons = {r["reason"]: r["n"] for r in json.loads(res.output)}
     assert reasons == {"duplicate_id": 1, "empty_text": 1, "json": 1, "missing_text": 1, "utf8": 1}
     out = tmp_path / "q.csv"
-    res = runner.invoke(main, ["sql", "SELECT count(*) AS n FROM docs", "--root", root, "--format", "csv", "--out", str(out)])
+    res = runner.invoke(
+        main, ["sql", "SELECT count(*) AS n FROM docs", "--root", root, "--format", "csv", "--out", str(out)]
+    )
     assert res.exit_code == 0 and out.read_text().splitlines() == ["n", "2"]
     res = runner.invoke(main, ["sql", "DELETE FROM assay_catalog", "--root", root])
     assert res.exit_code != 0 and "read-only" in res.output

@@ -28,7 +28,9 @@ def many_inputs(tmp_path_factory) -> Path:
     records = [json.loads(line) for line in gzip.open(REPO / "sample/speeches/state_union.jsonl.gz")]
     for i in range(N_FILES):
         chunk = records[i * 4 : i * 4 + 4] or records[:4]
-        (src / f"part{i:03d}.jsonl").write_text("".join(json.dumps({**r, "id": f"{i}-{r['id']}"}) + "\n" for r in chunk))
+        (src / f"part{i:03d}.jsonl").write_text(
+            "".join(json.dumps({**r, "id": f"{i}-{r['id']}"}) + "\n" for r in chunk)
+        )
     return src
 
 
@@ -67,7 +69,9 @@ def test_ingest_killed_then_resumed_equals_uninterrupted(tmp_path, many_inputs):
     ingest([str(many_inputs)], clean, quiet=True)
 
     root = tmp_path / "killed"
-    _run_and_kill(["ingest", str(many_inputs), "--root", str(root)], root / ".assay" / "units", "*/u*.json", 10)
+    _run_and_kill(
+        ["ingest", str(many_inputs), "--root", str(root)], root / ".assay" / "units", "*/u*.json", 10
+    )
     assert not (root / "manifest.json").exists() or not load_manifest(root)["shards"]
     summary = ingest([str(many_inputs)], root, quiet=True)
     assert summary["docs"] == sum(r for _, r, _ in _published(clean))
@@ -85,7 +89,10 @@ def test_annotate_killed_then_resumed_equals_uninterrupted(tmp_path, many_inputs
 
     root = roots["killed"]
     _run_and_kill(
-        ["annotate", "--root", str(root), "--scorer", "stats"], root / "annotations" / "stats", "part-*.parquet", 10
+        ["annotate", "--root", str(root), "--scorer", "stats"],
+        root / "annotations" / "stats",
+        "part-*.parquet",
+        10,
     )
     annotate(root, ["stats"], quiet=True)
     clean_sets = load_manifest(roots["clean"])["annotations"]["stats"]["shards"]
