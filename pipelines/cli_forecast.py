@@ -84,11 +84,18 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
     from rich.table import Table
 
     table = Table(title=f"forecast: N={n:.3g}, D={d:.3g}" + (f", mixture {mixture}" if mixture else ""))
-    cols = ["task", "predicted", "lower", "upper", "backtest_abs_error", "predictor"]
+    cols = ["task", "predicted", "lower", "upper", "backtest_abs_error"]
+    if len({r["predictor"] for r in rows}) > 1:
+        cols.append("predictor")
+    else:
+        table.caption = f"predictors: {rows[0]['predictor']}"
+    if any("loss_ratio" in r for r in rows):
+        cols.insert(4, "loss_ratio")
     if baseline:
         cols.insert(4, "gain_vs_baseline")
+    headers = {"backtest_abs_error": "backtest err", "gain_vs_baseline": "gain", "loss_ratio": "loss ratio"}
     for c in cols:
-        table.add_column(c)
+        table.add_column(headers.get(c, c), overflow="fold")
     for r in rows:
         table.add_row(
             *[

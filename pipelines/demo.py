@@ -77,6 +77,54 @@ def main() -> int:
         "--root",
         root,
     )
+    step("select", "--root", root, "--recipe", str(sample / "recipe.yaml"), "--name", "demo")
+    step("mixtures", "show", "demo", "--root", root)
+    step(
+        "sql",
+        "SELECT c.subj, c.obj, c.n_both AS corpus, m.n_both AS mixture FROM fact_counts c "
+        "JOIN fact_counts_mixture('demo') m USING (fact_set, fact_id) WHERE c.n_both > 0 "
+        "ORDER BY c.n_both DESC LIMIT 5",
+        "--root",
+        root,
+    )
+    # Predictors fitted on the committed cuts of the OLMo ladder and RegMix results.
+    fits = ROOT / "fits"
+    ladder_runs = str(REPO / "tests" / "fixtures" / "ladder" / "*.csv")
+    regmix = REPO / "tests" / "fixtures" / "regmix"
+    step(
+        "fit",
+        "ladder",
+        "--runs",
+        ladder_runs,
+        "--out",
+        str(fits / "ladder.json"),
+        "--root",
+        root,
+        "--register",
+        "ladder",
+    )
+    step(
+        "fit",
+        "transfer",
+        "--runs",
+        ladder_runs,
+        "--out",
+        str(fits / "link.json"),
+        "--root",
+        root,
+        "--register",
+        "link",
+    )
+    step(
+        "fit", "mixture", "--mixtures", str(regmix / "train_mixture_1m.csv"),
+        "--losses", str(regmix / "train_pile_loss_1m.csv"), "--target", "pile_cc", "--root", root, "--register", "regmix",
+    )  # fmt: skip
+    step(
+        "forecast", "--root", root, "--mixture", "demo", "--n", "7e9", "--d", "2e12",
+        "--map", "common-crawl=pile_cc", "--map", "dolma_sample-0000=pile_cc",
+        "--map", "inaugural=europarl", "--map", "state_union=europarl", "--map", "udhr=europarl",
+        "--plot", str(ROOT / "forecast.png"),
+    )  # fmt: skip
     print(f"\nThe corpus root is {root}; open {root}/catalog.duckdb in duckdb to explore further.")
     return 0
 
