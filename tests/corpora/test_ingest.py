@@ -29,7 +29,7 @@ def test_each_input_kind(tmp_path):
         [
             str(INGEST / "inaugural_noid.jsonl"),
             str(INGEST / "inaugural.jsonl.zst"),
-            str(INGEST / "dolma_sample-0000.warc.gz"),
+            str(REPO / "sample" / "web" / "dolma_sample-0000.warc.gz"),
         ],
         root,
         quiet=True,
@@ -44,7 +44,8 @@ def test_each_input_kind(tmp_path):
     ids = run_query(
         root, "SELECT id FROM docs WHERE source = 'inaugural_noid' ORDER BY source_offset"
     ).column(0)
-    assert ids[0].as_py() == "inaugural_noid.jsonl:1" and ids[39].as_py() == "inaugural_noid.jsonl:40"
+    assert ids[0].as_py() == "tests/fixtures/ingest/inaugural_noid.jsonl:1"
+    assert ids[39].as_py() == "tests/fixtures/ingest/inaugural_noid.jsonl:40"
     zst_ids = run_query(root, "SELECT id FROM docs WHERE source = 'inaugural' ORDER BY source_offset LIMIT 1")
     assert zst_ids.column(0)[0].as_py().startswith("inaugural/")
     # WARC: extracted text, the record id and URL
@@ -58,7 +59,7 @@ def test_each_input_kind(tmp_path):
     )
     # meta keeps the source's other fields as JSON
     title = run_query(
-        root, "SELECT meta->>'title' AS t FROM docs WHERE id = 'inaugural_noid.jsonl:1'"
+        root, "SELECT meta->>'title' AS t FROM docs WHERE id = 'tests/fixtures/ingest/inaugural_noid.jsonl:1'"
     ).column(0)[0]
     assert title.as_py() == "1789-Washington"
 
