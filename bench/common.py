@@ -64,3 +64,23 @@ def run_child(code: str, env: dict | None = None) -> tuple[float, float, str]:
         raise RuntimeError(out.stderr[-3000:])
     peak = int(out.stderr.rsplit("PEAK", 1)[1].split()[0]) / 1024
     return wall, peak, out.stdout
+
+
+def show(title: str, frame, note: str = "", width: int = 250) -> None:
+    """Print a polars table as Markdown under a heading (the backtest reports)."""
+    import polars as pl
+
+    print(f"\n## {title}\n")
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=width,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        float_precision=4,
+        fmt_str_lengths=120,
+        tbl_formatting="MARKDOWN",
+    ):
+        print(frame)
+    if note:
+        print(f"\n{note}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from common import show
 
 from predictors.boundary import BoundaryPredictor
 from predictors.boundary_data import prepare_compute_table
@@ -31,23 +32,6 @@ TABLE = Path("eval_results/obsscaling/base_llm_benchmark_eval.csv")
 LAMBDAS = [1e-2, 1e-3, 1e-4, 0.0]
 ALPHA = 0.2  # evaluation budget: 20 % of the total cost (arXiv 2602.15327 reports ~20 % suffices)
 RANDOM_DRAWS = 20
-
-
-def show(title: str, frame: pl.DataFrame, note: str = "") -> None:
-    print(f"\n## {title}\n")
-    with pl.Config(
-        tbl_rows=-1,
-        tbl_cols=-1,
-        tbl_width_chars=250,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        float_precision=4,
-        fmt_str_lengths=120,
-        tbl_formatting="MARKDOWN",
-    ):
-        print(frame)
-    if note:
-        print(f"\n{note}")
 
 
 def calibration_rows(

@@ -24,28 +24,13 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import show  # noqa: E402
+
 from predictors.mixture import MixturePredictor, backtest_methods, rank_metrics  # noqa: E402
 from predictors.mixture_data import load_table, split_columns, weight_matrix  # noqa: E402
 
 REGMIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval_results" / "regmix"
 PILE_CC = "metric/the_pile_pile_cc_val_loss"
-
-
-def show(title: str, frame: pl.DataFrame, note: str = "") -> None:
-    print(f"\n## {title}\n")
-    with pl.Config(
-        tbl_rows=-1,
-        tbl_cols=-1,
-        tbl_width_chars=200,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        float_precision=4,
-        fmt_str_lengths=80,
-        tbl_formatting="MARKDOWN",
-    ):
-        print(frame)
-    if note:
-        print(f"\n{note}")
 
 
 def regmix_reference(train: pl.DataFrame, test: pl.DataFrame, stop_on_test: bool) -> dict:
