@@ -83,3 +83,15 @@ def test_executor_seam():
         build_executor(step, 1, REPO / ".no-logs", ExecutorConfig(kind="slurm"))
     with pytest.raises(ValueError, match="--executor"):
         ExecutorConfig(kind="spark")
+
+
+def test_annotate_match_word_selects_word_bounded_facts(tmp_path):
+    runner = CliRunner()
+    root = str(tmp_path / "root")
+    assert runner.invoke(main, ["ingest", str(REPO / "sample" / "speeches"), "--root", root]).exit_code == 0
+    res = runner.invoke(main, ["facts", "add", "trex", str(FIXTURES / "facts" / "trex"), "--root", root])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["annotate", "--root", root, "--scorer", "facts:trex", "--match", "word"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "root" / "triples" / "facts_trex_word").is_dir()
+    assert not (tmp_path / "root" / "triples" / "facts_trex").exists()
