@@ -157,12 +157,13 @@ def run_units(
             transient=False,
         ) as progress:
             task = progress.add_task(label, total=len(units), completed=count_done())
-            while thread.is_alive():
+            # Slurm's run() returns once the jobs are submitted: keep polling until they finish.
+            waiting_on_jobs = config.kind == "slurm"
+            while thread.is_alive() or (waiting_on_jobs and not errors and count_done() < len(units)):
                 thread.join(0.25)
+                if not thread.is_alive():
+                    time.sleep(1.0)
                 progress.update(task, completed=count_done())
-                if config.kind == "slurm" and not thread.is_alive() and count_done() < len(units):
-                    thread = threading.Thread(target=time.sleep, args=(5,))  # jobs run on; keep polling
-                    thread.start()
             progress.update(task, completed=count_done())
     done = count_done()
     if errors or done < len(units):

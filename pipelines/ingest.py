@@ -16,7 +16,7 @@ from corpora.ingest import (
     run_key,
     unit_record_path,
 )
-from corpora.manifest import load_manifest
+from corpora.manifest import load_manifest, save_manifest
 from pipelines.executor import ExecutorConfig, run_units
 
 
@@ -77,8 +77,6 @@ def ingest(
     run["seconds_total"] = round(time.time() - started, 3)
     run["docs_per_s"] = round(summary["docs"] / max(run["seconds_total"], 1e-9), 1)
     run["errors"] = 0
-    from corpora.manifest import save_manifest
-
     save_manifest(root, manifest)
     refresh_catalog(root)
     return {"already_done": False, "run": key, **summary, "seconds": run["seconds_total"]}
