@@ -15,12 +15,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/python -m pipelines.demo
+	$(VENV)/bin/python -m assay.pipelines.demo
 
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -P -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check --fix .

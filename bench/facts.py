@@ -36,7 +36,7 @@ PARAREL = SHARED / "eval_results" / "smi" / "search" / "pararel_15classes.json.g
 
 ANNOTATE = """
 import time
-from pipelines.annotate import annotate
+from assay.pipelines.annotate import annotate
 t = time.perf_counter()
 summary = annotate({root!r}, ["facts:pararel"], quiet=True)
 print(time.perf_counter() - t, summary["scorers"]["facts_pararel"]["seconds"])
@@ -89,8 +89,8 @@ def docs_table(root: Path) -> pa.Table:
 
 def engines(root: Path, docs: pa.Table, mb: float) -> dict[str, float]:
     """MB/s of the matching step alone (one core), build seconds, and a check that they agree."""
-    from corpora.facts import load_fact_set, pattern_strings
-    from scorers.facts import FactMentionExtractor
+    from assay.corpora.facts import load_fact_set, pattern_strings
+    from assay.scorers.facts import FactMentionExtractor
 
     patterns = pattern_strings(load_fact_set(root, "pararel"))
     results, speeds = {}, {}
@@ -124,7 +124,7 @@ def paper_loop(texts: list[str], facts: list[dict]) -> dict[int, tuple]:
 
 def naive_slice(root: Path, docs: pa.Table, naive_mb: float) -> tuple[float, float, int]:
     """Time the naive loop on the first documents up to `naive_mb`; assert equal counts."""
-    from corpora.catalog import run_query, sql_literal
+    from assay.corpora.catalog import run_query, sql_literal
 
     texts, ids, size = [], [], 0
     for doc_id, text in zip(docs.column("id").to_pylist(), docs.column("text").to_pylist()):
@@ -148,8 +148,8 @@ def naive_slice(root: Path, docs: pa.Table, naive_mb: float) -> tuple[float, flo
 
 def replicate_root(src: Path, dst: Path, n_docs: int) -> int:
     """Copy the docs and mention shards with ids suffixed #k until at least n_docs documents."""
-    from corpora.catalog import refresh_catalog
-    from corpora.manifest import load_manifest, save_manifest
+    from assay.corpora.catalog import refresh_catalog
+    from assay.corpora.manifest import load_manifest, save_manifest
 
     docs = pq.read_table(src / "docs")
     mentions = pq.read_table(src / "triples" / "facts_pararel")
@@ -174,7 +174,7 @@ def replicate_root(src: Path, dst: Path, n_docs: int) -> int:
 
 def fact_counts_timing(root: Path) -> list[tuple[str, float, float, int]]:
     """(name, median seconds, peak RSS MiB, n_docs) for the view and two hand-written queries."""
-    from corpora.catalog import open_catalog, sql_literal
+    from assay.corpora.catalog import open_catalog, sql_literal
 
     open_catalog(root).close()  # the views are current before timing starts
     paths = {
@@ -198,7 +198,7 @@ def fact_counts_timing(root: Path) -> list[tuple[str, float, float, int]]:
 
 
 def spacy_rate(n: int) -> list[tuple[int, float, float]]:
-    from scorers.triples_spacy import SpacyTripleExtractor
+    from assay.scorers.triples_spacy import SpacyTripleExtractor
 
     pages = [r for r in real_records() if r.get("lang") == "en"][:n]
     batch = pa.RecordBatch.from_pydict({"id": [r["id"] for r in pages], "text": [r["text"] for r in pages]})
@@ -227,9 +227,9 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(REPO))
-    from corpora.catalog import run_query
-    from corpora.facts import add_fact_set
-    from pipelines.ingest import ingest
+    from assay.corpora.catalog import run_query
+    from assay.corpora.facts import add_fact_set
+    from assay.pipelines.ingest import ingest
 
     load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="assay-bench-facts-"))

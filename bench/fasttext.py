@@ -29,14 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))
 
-from scorers.fasttext_classifier import (  # noqa: E402
+from assay.scorers.fasttext_classifier import (  # noqa: E402
     POSITIVE,
     FastTextClassifierScorer,
     classifier_line,
     train_classifier,
 )
-from scorers.fasttext_text import binding_version, one_line  # noqa: E402
-from scorers.language import LanguageScorer  # noqa: E402
+from assay.scorers.fasttext_text import binding_version, one_line  # noqa: E402
+from assay.scorers.language import LanguageScorer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "corpora"
 FIXTURES = REPO / "tests" / "fixtures" / "fasttext"

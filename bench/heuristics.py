@@ -135,7 +135,7 @@ def run_assay(corpus: Path, out: Path, batch_docs: int) -> dict:
     import orjson
     import pyarrow as pa
 
-    from scorers.heuristics import HeuristicsScorer
+    from assay.scorers.heuristics import HeuristicsScorer
 
     scorer = HeuristicsScorer()
     scorer.score(pa.RecordBatch.from_pydict({"id": ["w"], "text": ["A warm-up sentence. It has words."]}))

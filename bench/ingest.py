@@ -16,8 +16,8 @@ from pathlib import Path
 from common import replicate_jsonl_gz, run_child
 
 ASSAY = """
-from pipelines.ingest import ingest
-from pipelines.executor import ExecutorConfig
+from assay.pipelines.ingest import ingest
+from assay.pipelines.executor import ExecutorConfig
 s = ingest([{inp!r}], {out!r}, config=ExecutorConfig(workers={w}), quiet=True)
 print(s["docs"], s["quarantined"])
 """

@@ -20,10 +20,10 @@ import numpy as np
 import polars as pl
 from common import show
 
-from predictors.boundary import BoundaryPredictor
-from predictors.boundary_data import prepare_compute_table
-from predictors.boundary_design import Pilot, balanced_i_optimal, frontier_error, random_design
-from predictors.boundary_fit import SigmoidParams, boundary_curve, coverage, fit_quantile_sigmoid
+from assay.predictors.boundary import BoundaryPredictor
+from assay.predictors.boundary_data import prepare_compute_table
+from assay.predictors.boundary_design import Pilot, balanced_i_optimal, frontier_error, random_design
+from assay.predictors.boundary_fit import SigmoidParams, boundary_curve, coverage, fit_quantile_sigmoid
 
 REPO = Path(__file__).resolve().parents[1]
 

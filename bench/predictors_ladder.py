@@ -21,8 +21,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from predictors.ladder import LadderOptions, LadderPredictor  # noqa: E402
-from predictors.ladder_data import TASKS, read_olmo_ladder  # noqa: E402
+from assay.predictors.ladder import LadderOptions, LadderPredictor  # noqa: E402
+from assay.predictors.ladder_data import TASKS, read_olmo_ladder  # noqa: E402
 
 LADDER = REPO.parent / "shared" / "data" / "eval_results" / "olmo_ladder" / "ladder-runs"
 

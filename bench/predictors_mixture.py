@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import show  # noqa: E402
 
-from predictors.mixture import MixturePredictor, backtest_methods, rank_metrics  # noqa: E402
-from predictors.mixture_data import load_table, split_columns, weight_matrix  # noqa: E402
+from assay.predictors.mixture import MixturePredictor, backtest_methods, rank_metrics  # noqa: E402
+from assay.predictors.mixture_data import load_table, split_columns, weight_matrix  # noqa: E402
 
 REGMIX = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval_results" / "regmix"
 PILE_CC = "metric/the_pile_pile_cc_val_loss"

@@ -22,7 +22,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from predictors.smi import (  # noqa: E402
+from assay.predictors.smi import (  # noqa: E402
     METHODS,
     SMIPredictor,
     bin_fit,
@@ -32,8 +32,8 @@ from predictors.smi import (  # noqa: E402
     paper_fit,
     size_exponent,
 )
-from predictors.smi_cross import bin_errors  # noqa: E402
-from predictors.smi_data import load_model_table, parse_model_size  # noqa: E402
+from assay.predictors.smi_cross import bin_errors  # noqa: E402
+from assay.predictors.smi_data import load_model_table, parse_model_size  # noqa: E402
 
 FAMILIES = {
     "pythia": ["14m", "31m", "70m", "160m", "410m", "1.4b", "2.8b", "6.9b", "12b"],

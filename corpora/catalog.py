@@ -14,7 +14,7 @@ from pathlib import Path
 
 CATALOG_NAME = "catalog.duckdb"
 # Modules that add views or macros of their own: "module:function(root) -> list[str] of SQL".
-CATALOG_EXTENSIONS: list[str] = ["corpora.facts:catalog_statements"]
+CATALOG_EXTENSIONS: list[str] = ["assay.corpora.facts:catalog_statements"]
 
 _EMPTY_DOCS = (
     "SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS text, NULL::VARCHAR AS source, NULL::VARCHAR AS url, "

@@ -226,8 +226,8 @@ def add_fact_set(
     root: str | Path, name: str, path: str | Path, fmt: str = "auto", replace: bool = False
 ) -> dict[str, Any]:
     """Read a fact file into ``facts/NAME.parquet``; replacing a set drops its stale mention tables."""
-    from corpora.catalog import refresh_catalog
-    from corpora.shards import write_table_atomic
+    from assay.corpora.catalog import refresh_catalog
+    from assay.corpora.shards import write_table_atomic
 
     root = Path(root)
     check_name(name)
@@ -378,7 +378,7 @@ def catalog_statements(root: Path) -> list[str]:
     ``facts:NAME:word``, labelled ``NAME:word``); counts are null until every docs shard has its
     mention file, so a half-annotated corpus never passes for a smaller one.
     """
-    from corpora.catalog import parquet_glob, sql_literal
+    from assay.corpora.catalog import parquet_glob, sql_literal
 
     root = Path(root).resolve()
     facts, counted, mentions = [], [], []
@@ -414,3 +414,28 @@ def catalog_statements(root: Path) -> list[str]:
         "CREATE OR REPLACE MACRO fact_counts_mixture(mixture_name) AS TABLE "
         + _counts_sql(union, _MIXTURE_DOCS, _MIXTURE_N),
     ]
+
+
+def read_fact_counts(root: str | Path, facts: str, where: str | None = None, mixture: str | None = None):
+    """The fact_counts rows of one fact set: whole corpus, a SQL selection of documents, or a mixture."""
+    import duckdb
+
+    from assay.corpora.catalog import open_catalog, sql_literal
+
+    catalog = Path(root) / "catalog.duckdb"
+    if where is not None:
+        source = f"fact_counts_where({sql_literal(where)})"
+    elif mixture is not None:
+        source = f"fact_counts_mixture({sql_literal(mixture)})"
+    else:
+        source = "fact_counts"
+    con = open_catalog(root, read_only=True)  # rebuilds stale views first, like every catalog reader
+    try:
+        counts = con.sql(f"SELECT * FROM {source} WHERE fact_set = $facts", params={"facts": facts}).pl()
+    except duckdb.Error as e:
+        raise ValueError(f"{catalog}: {str(e).splitlines()[0]}\n  FROM {source}") from None
+    finally:
+        con.close()
+    if counts.height == 0:
+        raise ValueError(f"no facts of set {facts!r} in {source}; `assay facts list` shows the sets")
+    return counts

@@ -19,12 +19,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from corpora.atomic import sweep_temporaries, write_json_atomic
-from corpora.manifest import load_manifest, save_manifest, tool_versions
-from corpora.readers import detect_format, read_jsonl, read_parquet, read_warc
-from corpora.records import FieldMap
-from corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
-from corpora.shards import ShardWriter, sha256_file, write_table_atomic
+from assay.corpora.atomic import sweep_temporaries, write_json_atomic
+from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
+from assay.corpora.readers import detect_format, read_jsonl, read_parquet, read_warc
+from assay.corpora.records import FieldMap
+from assay.corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
+from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
 
 INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".warc", ".arc")
 

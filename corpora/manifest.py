@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from corpora.atomic import write_json_atomic
+from assay.corpora.atomic import write_json_atomic
 
 FORMAT = "assay-corpus/1"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from corpora.schema import DOCS_SCHEMA
+from assay.corpora.schema import DOCS_SCHEMA
 
 FORMAT = "assay-mixture/1"
 MIXTURE_SCHEMA = pa.schema([*DOCS_SCHEMA, ("score", pa.float64()), ("copy", pa.int32())])
@@ -37,7 +37,7 @@ def mixture_path(root: str | Path, name: str) -> Path:
 
 def check_name(root: str | Path, name: str, force: bool = False) -> None:
     """A mixture name is a plain folder name, and its catalog view must not clash with another's."""
-    from corpora.catalog import view_name
+    from assay.corpora.catalog import view_name
 
     if not _NAME.match(name or ""):
         raise ValueError(
@@ -57,7 +57,7 @@ def locate_docs(root: str | Path, ids: pa.Array) -> list[tuple[Path, np.ndarray,
     positions of those ids in `ids`. Reads only the id column of the docs shards."""
     import duckdb
 
-    from corpora.catalog import sql_literal
+    from assay.corpora.catalog import sql_literal
 
     docs = (Path(root) / "docs").resolve()
     con = duckdb.connect()
@@ -110,9 +110,9 @@ def write_mixture(
     force: bool = False,
 ) -> dict:
     """Copy the chosen documents (each `counts[i]` times) shard by shard and publish the mixture."""
-    from corpora.atomic import write_bytes_atomic, write_json_atomic
-    from corpora.catalog import refresh_catalog
-    from corpora.shards import ShardWriter, sha256_file, write_table_atomic
+    from assay.corpora.atomic import write_bytes_atomic, write_json_atomic
+    from assay.corpora.catalog import refresh_catalog
+    from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
 
     root = Path(root)
     work = root / ".assay" / "tmp"
@@ -204,8 +204,8 @@ def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip:
     import orjson
     import pyarrow.parquet as pq
 
-    from corpora.atomic import atomic_path
-    from corpora.shards import sha256_file, write_table_atomic
+    from assay.corpora.atomic import atomic_path
+    from assay.corpora.shards import sha256_file, write_table_atomic
 
     if fmt not in ("jsonl", "parquet"):
         raise ValueError(f"unknown export format {fmt!r}; use jsonl or parquet")

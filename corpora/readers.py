@@ -15,8 +15,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from corpora.records import PRE_ENCODED_META, FieldMap, QuarantineBuffer, build_docs, text_problems
-from corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
+from assay.corpora.records import PRE_ENCODED_META, FieldMap, QuarantineBuffer, build_docs, text_problems
+from assay.corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
 
 BLOCK_BYTES = 8 * 1024 * 1024
 

@@ -8,7 +8,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from corpora.schema import DEFAULT_MAX_RECORD_BYTES, DEFAULT_RAW_CAP, DOCS_SCHEMA, QUARANTINE_SCHEMA
+from assay.corpora.schema import DEFAULT_MAX_RECORD_BYTES, DEFAULT_RAW_CAP, DOCS_SCHEMA, QUARANTINE_SCHEMA
 
 
 @dataclass(frozen=True)

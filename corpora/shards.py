@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpora.atomic import temp_path_for
+from assay.corpora.atomic import temp_path_for
 
 COMPRESSION = "zstd"
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from corpora.atomic import sweep_temporaries, write_json_atomic
-from corpora.catalog import refresh_catalog
-from corpora.manifest import load_manifest, save_manifest, tool_versions
-from corpora.shards import sha256_file, write_table_atomic
-from pipelines.executor import ExecutorConfig, run_units
-from scorers.base import check_scored
-from scorers.registry import is_extractor, make_scorer
+from assay.corpora.atomic import sweep_temporaries, write_json_atomic
+from assay.corpora.catalog import refresh_catalog
+from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
+from assay.corpora.shards import sha256_file, write_table_atomic
+from assay.pipelines.executor import ExecutorConfig, run_units
+from assay.scorers.base import check_scored
+from assay.scorers.registry import is_extractor, make_scorer
 
 _SCORER_CACHE: dict[tuple, Any] = {}  # one model load per worker process, not per shard
 
@@ -171,7 +171,7 @@ def annotate(
 
     started = time.time()
     seconds = run_units(
-        "pipelines.annotate:annotate_unit",
+        "assay.pipelines.annotate:annotate_unit",
         units,
         {"root": str(root), "specs": specs, "settings": settings, "key": key},
         root / ".assay" / "logs" / f"annotate-{key}",

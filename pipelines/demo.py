@@ -15,7 +15,7 @@ ROOT = REPO / "demo-root"
 
 
 def step(*args: str) -> None:
-    from pipelines.cli import main
+    from assay.pipelines.cli import main
 
     print(f"\n$ assay {' '.join(shlex.quote(a) for a in args)}", flush=True)
     try:

@@ -37,7 +37,7 @@ def registered(root: Path) -> dict[str, list[tuple[str, dict]]]:
 
 def mixture_weights(root: Path, name: str, domain_map: dict[str, str] | None = None) -> dict[str, float]:
     """Token share per source of a selected mixture (repetitions counted), from the catalog."""
-    from corpora.catalog import ident, open_catalog, view_name
+    from assay.corpora.catalog import ident, open_catalog, view_name
 
     con = open_catalog(root)
     try:
@@ -78,7 +78,7 @@ def forecast(
     preds = registered(root)
     rows: list[dict] = []
     if "ladder" in preds:
-        from predictors.ladder import LadderPredictor
+        from assay.predictors.ladder import LadderPredictor
 
         name, saved = preds["ladder"][0]
         ladder = LadderPredictor.from_json(saved)
@@ -88,8 +88,8 @@ def forecast(
         ratio = None
         used = [f"ladder:{name}"]
         if weights is not None and "mixture" in preds and "transfer" in preds:
-            from predictors.mixture import MixturePredictor
-            from predictors.transfer import LossTransfer
+            from assay.predictors.mixture import MixturePredictor
+            from assay.predictors.transfer import LossTransfer
 
             mname, msaved = preds["mixture"][0]
             tname, tsaved = preds["transfer"][0]
@@ -118,8 +118,8 @@ def forecast(
                 row["loss_ratio"] = float(ratio[1])
             rows.append(row)
     if "smi" in preds and facts:
-        from pipelines.cli_smi import read_fact_counts
-        from predictors.smi import SMIPredictor
+        from assay.corpora.facts import read_fact_counts
+        from assay.predictors.smi import SMIPredictor
 
         name, saved = preds["smi"][0]
         smi = SMIPredictor.from_json(saved)
@@ -136,7 +136,7 @@ def forecast(
             }
         )
     for name, saved in preds.get("boundary", []):
-        from predictors.boundary import BoundaryPredictor
+        from assay.predictors.boundary import BoundaryPredictor
 
         b = BoundaryPredictor.from_json(saved)
         value = float(b.boundary_at(6.0 * n * d)[0])

@@ -6,9 +6,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from corpora.atomic import sweep_temporaries
-from corpora.catalog import refresh_catalog
-from corpora.ingest import (
+from assay.corpora.atomic import sweep_temporaries
+from assay.corpora.catalog import refresh_catalog
+from assay.corpora.ingest import (
     IngestOptions,
     expand_inputs,
     finalize,
@@ -16,8 +16,8 @@ from corpora.ingest import (
     run_key,
     unit_record_path,
 )
-from corpora.manifest import load_manifest, save_manifest
-from pipelines.executor import ExecutorConfig, run_units
+from assay.corpora.manifest import load_manifest, save_manifest
+from assay.pipelines.executor import ExecutorConfig, run_units
 
 
 def ingest(
@@ -53,7 +53,7 @@ def ingest(
         return len(list(record_dir.glob("u*.json"))) if record_dir.exists() else 0
 
     run_units(
-        "corpora.ingest:ingest_unit_task",
+        "assay.corpora.ingest:ingest_unit_task",
         units,
         {"root": str(root), "key": key, "options": asdict(options)},
         root / ".assay" / "logs" / f"ingest-{key}",

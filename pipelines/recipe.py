@@ -299,7 +299,7 @@ def _numeric(dtype: str) -> bool:
 
 def check_sql(recipe: Recipe, con) -> None:
     """Bind every SQL piece of the recipe against the catalog (no rows are read)."""
-    from corpora.catalog import ident
+    from assay.corpora.catalog import ident
 
     if recipe.filter is not None:
         ((_, dtype),) = _describe(con, f"SELECT ({recipe.filter}) AS f FROM annotations", "filter")

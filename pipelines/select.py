@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.recipe import Recipe, RecipeError, check_sql
+from assay.pipelines.recipe import Recipe, RecipeError, check_sql
 
 # DuckDB sorts and joins out of core beyond this; without a cap the pool query of a 10M-document
 # corpus peaks near 3.4 GB for a 0.5 GB result (bench/select.py), with it near 1.6 GB.
@@ -123,7 +123,7 @@ def load_pool(root: str | Path, recipe: Recipe) -> tuple[Pool, dict]:
     """Check the recipe's SQL, then read ids, scores, sizes and strata of the filtered pool."""
     import pyarrow.compute as pc
 
-    from corpora.catalog import ident, open_catalog
+    from assay.corpora.catalog import ident, open_catalog
 
     con = open_catalog(root)
     try:
@@ -181,7 +181,7 @@ def load_pool(root: str | Path, recipe: Recipe) -> tuple[Pool, dict]:
     ids = table.column("id").combine_chunks()
     tokens = pc.cast(table.column("__tokens"), "int64").to_numpy()
     if recipe.tokenizer and len(ids):
-        from corpora.shards import sha256_file
+        from assay.corpora.shards import sha256_file
 
         tokens = count_tokens(root, ids, recipe.tokenizer)
         counting = {"method": "tokenizer", "path": recipe.tokenizer, "sha256": sha256_file(recipe.tokenizer)}
@@ -202,7 +202,7 @@ def count_tokens(root: str | Path, ids, tokenizer_path: str, batch_size: int = 5
     """Tokens per document with a `tokenizers` tokenizer.json, reading text one docs shard at a time."""
     from tokenizers import Tokenizer
 
-    from corpora.mixture import locate_docs, read_rows
+    from assay.corpora.mixture import locate_docs, read_rows
 
     tok = Tokenizer.from_file(tokenizer_path)
     tok.no_truncation()
@@ -336,8 +336,8 @@ def select(
     root: str | Path, recipe: Recipe, name: str, recipe_text: str | None = None, force: bool = False
 ) -> dict:
     """Check everything, choose documents, then write `mixtures/<name>/`; returns its manifest."""
-    from corpora.manifest import load_manifest, tool_versions
-    from corpora.mixture import check_name, write_mixture
+    from assay.corpora.manifest import load_manifest, tool_versions
+    from assay.corpora.mixture import check_name, write_mixture
 
     root = Path(root)
     started = time.time()

@@ -14,13 +14,13 @@ import warnings
 import numpy as np
 import polars as pl
 
-from predictors.boundary_data import (
+from assay.predictors.boundary_data import (
     DataIssue,
     DataIssueWarning,
     prepare_compute_table,
     summarise_issues,
 )
-from predictors.boundary_fit import (
+from assay.predictors.boundary_fit import (
     KAPPA,
     LAMBDA_B,
     N_REFINE,

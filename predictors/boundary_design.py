@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictors.boundary_fit import expit
+from assay.predictors.boundary_fit import expit
 
 ZFLOPS = 21.0  # the pilot's z is log10(FLOPs / 1e21)
 SEED_C = 1.543  # seed offset z* ± c/b: default of the authors' design CLI (arXiv 2602.15327 code)

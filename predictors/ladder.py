@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from predictors.ladder_data import (
+from assay.predictors.ladder_data import (
     CHANCE,
     TASKS,
     check_long_table,
@@ -31,7 +31,7 @@ from predictors.ladder_data import (
     final_points,
     size_label,
 )
-from predictors.ladder_fit import (
+from assay.predictors.ladder_fit import (
     AccuracyCurve,
     LossLaw,
     fit_accuracy_curve,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from corpora.atomic import atomic_path
-from predictors.ladder import LadderPredictor
+from assay.corpora.atomic import atomic_path
+from assay.predictors.ladder import LadderPredictor
 
 
 def plot_forecast(predictor: LadderPredictor, n: float, d: float, path: str | Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from predictors.ladder_data import LONG_SCHEMA, check_long_table
+from assay.predictors.ladder_data import LONG_SCHEMA, check_long_table
 
 # lm-eval task or group name -> ladder task name
 TASK_NAMES = {

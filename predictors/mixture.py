@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from predictors.mixing_law import MixingLaw, fit_mixing_law
-from predictors.mixture_data import (
+from assay.predictors.mixing_law import MixingLaw, fit_mixing_law
+from assay.predictors.mixture_data import (
     INDEX,
     domain_name,
     mixture_vector,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictors.mixture import MixturePredictor
-from predictors.mixture_data import domain_name
+from assay.predictors.mixture import MixturePredictor
+from assay.predictors.mixture_data import domain_name
 
 MAX_EPOCHS = 15.0  # RegMix synthesize_mixture.py: MAXIMUM_USAGE, at most 15 epochs of a domain
 N_SAMPLES = 100_000  # RegMix: 100k candidate mixtures ...

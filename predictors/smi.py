@@ -31,7 +31,7 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
-from predictors.smi_cross import (
+from assay.predictors.smi_cross import (
     DAMPING,
     TREND_SIZES,
     SizeTrend,
@@ -39,7 +39,7 @@ from predictors.smi_cross import (
     backtest_by_size,
     backtest_summary,
 )
-from predictors.smi_data import COUNT_COLUMNS, normalise_columns
+from assay.predictors.smi_data import COUNT_COLUMNS, normalise_columns
 
 KIND = "smi"
 VERSION = "1"

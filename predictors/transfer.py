@@ -73,7 +73,7 @@ class LossTransfer:
     def backtest(self, long_table: pl.DataFrame, ref: pl.DataFrame, hold_out: str) -> pl.DataFrame:
         """Fit without runs of size `hold_out`, then predict their final task bpb from their final
         reference loss: relative error per task (the link, tested where the data allows)."""
-        from predictors.ladder_data import size_label
+        from assay.predictors.ladder_data import size_label
 
         sized = long_table.with_columns(
             pl.col("run").map_elements(size_label, return_dtype=pl.String).alias("_size")

@@ -231,7 +231,7 @@ class ClusterScorer:
     ) -> ClusterScorer:
         import pyarrow.parquet as pq
 
-        from corpora.atomic import atomic_path, write_json_atomic
+        from assay.corpora.atomic import atomic_path, write_json_atomic
 
         started = time.time()
         rng = np.random.default_rng(seed)

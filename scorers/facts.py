@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from corpora.facts import (
+from assay.corpora.facts import (
     MATCH_MODES,
     MENTION_SCHEMA,
     check_name,
@@ -69,7 +69,7 @@ class HyperscanMatcher:
                 literal=True,
             )
             if cache is not None:
-                from corpora.atomic import write_bytes_atomic
+                from assay.corpora.atomic import write_bytes_atomic
 
                 write_bytes_atomic(cache, hyperscan.dumpb(self.db))
         self._hits: list[int] = []

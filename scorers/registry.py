@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 SCORERS: dict[str, str] = {
-    "stats": "scorers.stats:StatsScorer",
-    "heuristics": "scorers.heuristics:HeuristicsScorer",
-    "language": "scorers.language:LanguageScorer",
-    "fasttext": "scorers.fasttext_classifier:FastTextClassifierScorer",
-    "facts": "scorers.facts:FactMentionExtractor",
-    "triples": "scorers.triples_spacy:SpacyTripleExtractor",
-    "cluster": "scorers.cluster:ClusterScorer",
+    "stats": "assay.scorers.stats:StatsScorer",
+    "heuristics": "assay.scorers.heuristics:HeuristicsScorer",
+    "language": "assay.scorers.language:LanguageScorer",
+    "fasttext": "assay.scorers.fasttext_classifier:FastTextClassifierScorer",
+    "facts": "assay.scorers.facts:FactMentionExtractor",
+    "triples": "assay.scorers.triples_spacy:SpacyTripleExtractor",
+    "cluster": "assay.scorers.cluster:ClusterScorer",
 }
 
 

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FIXTURES
 
-from corpora.catalog import ReadOnlyError, run_query
-from pipelines.annotate import annotate
-from pipelines.ingest import ingest
-from tests.conftest import FIXTURES
+from assay.corpora.catalog import ReadOnlyError, run_query
+from assay.pipelines.annotate import annotate
+from assay.pipelines.ingest import ingest
 
 
 @pytest.fixture(scope="module")

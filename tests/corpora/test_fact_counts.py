@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES
 
-from corpora.catalog import run_query
-from corpora.facts import add_fact_set, list_fact_sets, read_facts
-from corpora.ingest import IngestOptions
-from pipelines.annotate import annotate
-from pipelines.cli import main
-from pipelines.ingest import ingest
-from tests.conftest import FIXTURES
+from assay.corpora.catalog import run_query
+from assay.corpora.facts import add_fact_set, list_fact_sets, read_facts
+from assay.corpora.ingest import IngestOptions
+from assay.pipelines.annotate import annotate
+from assay.pipelines.cli import main
+from assay.pipelines.ingest import ingest
 
 CORPUS = FIXTURES / "facts" / "corpus.jsonl.gz"
 TREX = FIXTURES / "facts" / "trex"

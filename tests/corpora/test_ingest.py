@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import FIXTURES, REPO
 
-from corpora.catalog import run_query
-from corpora.ingest import IngestOptions
-from corpora.manifest import load_manifest
-from pipelines.ingest import ingest
-from tests.conftest import FIXTURES, REPO
+from assay.corpora.catalog import run_query
+from assay.corpora.ingest import IngestOptions
+from assay.corpora.manifest import load_manifest
+from assay.pipelines.ingest import ingest
 
 INGEST = FIXTURES / "ingest"
 
@@ -186,7 +186,7 @@ def test_manifest_checksums_and_runs(tmp_path):
     root = tmp_path / "root"
     ingest([str(INGEST / "inaugural_noid.jsonl")], root, quiet=True)
     m = load_manifest(root)
-    from corpora.shards import sha256_file
+    from assay.corpora.shards import sha256_file
 
     for s in m["shards"]:
         assert sha256_file(root / s["name"]) == s["sha256"]
@@ -201,7 +201,7 @@ def test_workers_give_the_same_shards(tmp_path):
     src.mkdir()
     for name in ("inaugural_noid.jsonl", "inaugural.jsonl.zst"):
         shutil.copy(INGEST / name, src / name)
-    from pipelines.executor import ExecutorConfig
+    from assay.pipelines.executor import ExecutorConfig
 
     one = ingest([str(src)], tmp_path / "one", quiet=True)
     two = ingest([str(src)], tmp_path / "two", config=ExecutorConfig(workers=2), quiet=True)

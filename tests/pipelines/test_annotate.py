@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from corpora.catalog import run_query
-from corpora.manifest import load_manifest
-from pipelines.annotate import annotate
-from pipelines.ingest import ingest
-from scorers.stats import StatsScorer
+from assay.corpora.catalog import run_query
+from assay.corpora.manifest import load_manifest
+from assay.pipelines.annotate import annotate
+from assay.pipelines.ingest import ingest
+from assay.scorers.stats import StatsScorer
 
 
 def test_stats_values(tmp_path):
@@ -30,7 +30,7 @@ def test_version_bump_recomputes_and_rerun_skips(tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": f"doc {i} " * (i + 1)}) + "\n" for i in range(30)))
     root = tmp_path / "root"
-    from corpora.ingest import IngestOptions
+    from assay.corpora.ingest import IngestOptions
 
     ingest([str(src)], root, IngestOptions(shard_rows=10), quiet=True)
     first = annotate(root, ["stats"], quiet=True)

@@ -9,9 +9,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, REPO
 
-from pipelines.cli import COMMANDS, main
-from tests.conftest import FIXTURES, REPO
+from assay.pipelines.cli import COMMANDS, main
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS))
@@ -23,7 +23,7 @@ def test_every_verb_has_help(path):
 
 def test_help_is_fast_and_imports_nothing_heavy():
     code = (
-        "import sys, time; t = time.time(); from pipelines.cli import main\n"
+        "import sys, time; t = time.time(); from assay.pipelines.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('duckdb', 'torch', 'datatrove', 'pyarrow', 'polars', 'spacy') if m in sys.modules]\n"
         "print(heavy, time.time() - t, file=sys.stderr)"
@@ -76,9 +76,9 @@ def test_root_from_environment(tmp_path, monkeypatch):
 
 
 def test_executor_seam():
-    from pipelines.executor import ExecutorConfig, UnitStep, build_executor
+    from assay.pipelines.executor import ExecutorConfig, UnitStep, build_executor
 
-    step = UnitStep("corpora.ingest:ingest_unit_task", [{}], {})
+    step = UnitStep("assay.corpora.ingest:ingest_unit_task", [{}], {})
     with pytest.raises(ValueError, match="partition"):
         build_executor(step, 1, REPO / ".no-logs", ExecutorConfig(kind="slurm"))
     with pytest.raises(ValueError, match="--executor"):

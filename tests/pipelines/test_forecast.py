@@ -6,10 +6,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, REPO
 
-from pipelines.cli import main
-from pipelines.ingest import ingest
-from tests.conftest import FIXTURES, REPO
+from assay.pipelines.cli import main
+from assay.pipelines.ingest import ingest
 
 TASKS = ["mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "csqa", "socialiqa", "openbookqa"]
 
@@ -98,7 +98,7 @@ def test_rows_per_task_with_composed_predictors(root, tmp_path):
 
 
 def test_lower_predicted_loss_means_higher_accuracy(root, tmp_path):
-    from predictors.mixture import MixturePredictor
+    from assay.predictors.mixture import MixturePredictor
 
     saved = json.loads((root / "predictors" / "regmix.json").read_text())
     reg = MixturePredictor.from_json(saved)

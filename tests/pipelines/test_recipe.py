@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import FIXTURES
 
-from pipelines.recipe import RecipeError, betr_fraction, load_recipe, parse_recipe
-from tests.conftest import FIXTURES
+from assay.pipelines.recipe import RecipeError, betr_fraction, load_recipe, parse_recipe
 
 SELECT = FIXTURES / "select"
 

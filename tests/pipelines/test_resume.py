@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from corpora.manifest import load_manifest
-from pipelines.annotate import annotate
-from pipelines.ingest import ingest
-from tests.conftest import REPO
+from assay.corpora.manifest import load_manifest
+from assay.pipelines.annotate import annotate
+from assay.pipelines.ingest import ingest
 
 N_FILES = 120
 
@@ -37,7 +37,7 @@ def many_inputs(tmp_path_factory) -> Path:
 def _run_and_kill(args: list[str], marker_dir: Path, pattern: str, after: int) -> None:
     """Start the CLI in its own process group and SIGKILL the group once `after` units are done."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", *args],
+        [sys.executable, "-m", "assay.pipelines.cli", *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

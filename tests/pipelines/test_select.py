@@ -12,15 +12,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import FIXTURES, REPO
 
-from corpora.catalog import run_query
-from corpora.mixture import EXPORT_FIELDS, load_mixture, mixture_batches
-from pipelines.annotate import annotate
-from pipelines.cli import main
-from pipelines.ingest import ingest
-from pipelines.recipe import RecipeError, betr_fraction, parse_recipe
-from pipelines.select import largest_remainder, load_pool, rank_order, select, take_until
-from tests.conftest import FIXTURES, REPO
+from assay.corpora.catalog import run_query
+from assay.corpora.mixture import EXPORT_FIELDS, load_mixture, mixture_batches
+from assay.pipelines.annotate import annotate
+from assay.pipelines.cli import main
+from assay.pipelines.ingest import ingest
+from assay.pipelines.recipe import RecipeError, betr_fraction, parse_recipe
+from assay.pipelines.select import largest_remainder, load_pool, rank_order, select, take_until
 
 RANK = "ln(words) - ln(lines + 1)"  # a real, mostly distinct score over stats columns
 

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import norm
 
-from pipelines.cli import main
-from predictors.boundary import BoundaryPredictor
-from predictors.boundary_data import DataIssueWarning, prepare_compute_table, size_from_name
-from predictors.boundary_design import (
+from assay.pipelines.cli import main
+from assay.predictors.boundary import BoundaryPredictor
+from assay.predictors.boundary_data import DataIssueWarning, prepare_compute_table, size_from_name
+from assay.predictors.boundary_design import (
     Pilot,
     balanced_i_optimal,
     equal_mass_bins,
@@ -22,7 +22,7 @@ from predictors.boundary_design import (
     mean_predictive_variance,
     random_design,
 )
-from predictors.boundary_fit import (
+from assay.predictors.boundary_fit import (
     SigmoidParams,
     binned_coverage_mae,
     boundary_curve,

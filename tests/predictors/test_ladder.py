@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import main
-from predictors.ladder import LadderOptions, LadderPredictor
-from predictors.ladder_data import (
+from assay.pipelines.cli import main
+from assay.predictors.ladder import LadderOptions, LadderPredictor
+from assay.predictors.ladder_data import (
     LADDER_SIZES,
     MMLU_GROUPS,
     TASKS,
@@ -21,14 +21,14 @@ from predictors.ladder_data import (
     moving_average,
     read_olmo_ladder,
 )
-from predictors.ladder_fit import (
+from assay.predictors.ladder_fit import (
     fit_accuracy_curve,
     fit_loss_law,
     fit_loss_laws_shared,
     loss_law,
     sigmoid,
 )
-from predictors.lm_eval import read_lm_eval, read_lm_eval_runs, sample_bpb
+from assay.predictors.lm_eval import read_lm_eval, read_lm_eval_runs, sample_bpb
 
 SIZES = np.array([190_354_176, 371_262_464, 758_220_288, 1_279_395_840], dtype=float)
 MULTS = np.array([1.0, 2.0, 5.0, 10.0])

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import main
-from predictors.mixing_law import fit_mixing_law
-from predictors.mixture import MixturePredictor, backtest_methods
-from predictors.mixture_data import (
+from assay.pipelines.cli import main
+from assay.predictors.mixing_law import fit_mixing_law
+from assay.predictors.mixture import MixturePredictor, backtest_methods
+from assay.predictors.mixture_data import (
     domain_name,
     load_table,
     mixture_vector,
@@ -21,7 +21,7 @@ from predictors.mixture_data import (
     read_mixtures,
     resolve_target,
 )
-from predictors.mixture_search import domain_caps, search_mixture, token_prior
+from assay.predictors.mixture_search import domain_caps, search_mixture, token_prior
 
 PILE_CC = "metric/the_pile_pile_cc_val_loss"
 DOMAINS = ["train_a", "train_b", "train_c", "train_d", "train_e"]

@@ -15,16 +15,16 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import main
-from predictors.smi import (
+from assay.pipelines.cli import main
+from assay.predictors.smi import (
     SMIPredictor,
     bin_fit,
     log_bin,
     mutual_information,
     paper_fit,
 )
-from predictors.smi_cross import SizeTrend, bin_errors
-from predictors.smi_data import load_model_table, parse_model_size
+from assay.predictors.smi_cross import SizeTrend, bin_errors
+from assay.predictors.smi_data import load_model_table, parse_model_size
 
 PYTHIA = [
     "pythia-14m",

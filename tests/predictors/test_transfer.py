@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from predictors.transfer import LossTransfer, read_reference_loss
+from assay.predictors.transfer import LossTransfer, read_reference_loss
 
 
 def _synthetic(elasticity: float) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -41,7 +41,7 @@ def test_recovers_a_known_elasticity_and_round_trips():
 
 
 def test_link_predicts_held_out_ladder_size(shared_data):
-    from predictors.ladder_data import read_olmo_ladder
+    from assay.predictors.ladder_data import read_olmo_ladder
 
     paths = sorted((shared_data / "eval_results/olmo_ladder/ladder-runs").glob("*.csv"))
     table, ref = read_olmo_ladder(paths), read_reference_loss(paths)

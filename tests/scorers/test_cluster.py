@@ -6,16 +6,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO
 
-from corpora.catalog import run_query
-from corpora.shards import write_table_atomic
-from pipelines.annotate import annotate
-from pipelines.ingest import ingest
-from pipelines.recipe import parse_recipe
-from pipelines.select import select
-from scorers.cluster import ClusterScorer, nearest
-from scorers.registry import make_scorer
-from tests.conftest import REPO
+from assay.corpora.catalog import run_query
+from assay.corpora.shards import write_table_atomic
+from assay.pipelines.annotate import annotate
+from assay.pipelines.ingest import ingest
+from assay.pipelines.recipe import parse_recipe
+from assay.pipelines.select import select
+from assay.scorers.cluster import ClusterScorer, nearest
+from assay.scorers.registry import make_scorer
 
 
 @pytest.fixture(scope="module")

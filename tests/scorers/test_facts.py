@@ -13,13 +13,13 @@ import re
 
 import pyarrow as pa
 import pytest
+from conftest import FIXTURES
 
-from corpora.catalog import run_query
-from corpora.facts import add_fact_set, load_fact_set, pattern_strings
-from pipelines.annotate import annotate
-from pipelines.ingest import ingest
-from scorers.facts import FactMentionExtractor, word_bounded
-from tests.conftest import FIXTURES
+from assay.corpora.catalog import run_query
+from assay.corpora.facts import add_fact_set, load_fact_set, pattern_strings
+from assay.pipelines.annotate import annotate
+from assay.pipelines.ingest import ingest
+from assay.scorers.facts import FactMentionExtractor, word_bounded
 
 CORPUS = FIXTURES / "facts" / "corpus.jsonl.gz"
 TREX = FIXTURES / "facts" / "trex"

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from scorers.base import Scorer, check_scored
-from scorers.fasttext_classifier import (
+from assay.scorers.base import Scorer, check_scored
+from assay.scorers.fasttext_classifier import (
     NEGATIVE,
     POSITIVE,
     FastTextClassifierScorer,
@@ -233,7 +233,7 @@ def test_cli_trains_from_sql_and_retraining_marks_annotations_stale(fixtures, tm
     """assay ingest -> train fasttext (SQL) -> annotate -> retrain -> annotate recomputes the set."""
     from click.testing import CliRunner
 
-    from pipelines.cli import main
+    from assay.pipelines.cli import main
 
     runner = CliRunner()
     root, model = tmp_path / "root", tmp_path / "models" / "style.bin"

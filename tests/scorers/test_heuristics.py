@@ -37,9 +37,9 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
 )
 from datatrove.utils.text import PUNCTUATION_SET, TERMINAL_PUNCTUATION, split_into_sentences, split_into_words
 
-from scorers.base import Scorer, check_scored
-from scorers.heuristics import HeuristicsScorer
-from scorers.heuristics_words import PREFIX_MARKS, SUFFIX_MARKS, split_words
+from assay.scorers.base import Scorer, check_scored
+from assay.scorers.heuristics import HeuristicsScorer
+from assay.scorers.heuristics.words import PREFIX_MARKS, SUFFIX_MARKS, split_words
 
 KEEPS = ("gopher_quality_keep", "gopher_repetition_keep", "c4_keep", "fineweb_keep")
 FILTERS = {

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from scorers.base import Scorer, check_scored
-from scorers.fasttext_text import binding_version, one_line
-from scorers.language import LanguageScorer, lid_model_path
+from assay.scorers.base import Scorer, check_scored
+from assay.scorers.fasttext_text import binding_version, one_line
+from assay.scorers.language import LanguageScorer, lid_model_path
 
 
 def _udhr(fixtures: Path) -> list[dict]:

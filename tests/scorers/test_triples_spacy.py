@@ -7,12 +7,12 @@ import json
 
 import pyarrow as pa
 import pytest
+from conftest import FIXTURES
 
-from corpora.catalog import run_query
-from pipelines.annotate import annotate
-from pipelines.ingest import ingest
-from scorers.triples_spacy import SpacyTripleExtractor, doc_rows
-from tests.conftest import FIXTURES
+from assay.corpora.catalog import run_query
+from assay.pipelines.annotate import annotate
+from assay.pipelines.ingest import ingest
+from assay.scorers.triples_spacy import SpacyTripleExtractor, doc_rows
 
 CORPUS = FIXTURES / "facts" / "corpus.jsonl.gz"
 

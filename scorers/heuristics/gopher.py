@@ -11,9 +11,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scorers.heuristics_doc import ParsedBatch
-from scorers.heuristics_lists import GOPHER_BULLETS, GOPHER_ELLIPSES, GOPHER_STOP_WORDS, datatrove_punctuation
-from scorers.heuristics_text import char_class, per_row, python_class, ratio, whitespace
+from assay.scorers.heuristics.doc import ParsedBatch
+from assay.scorers.heuristics.lists import (
+    GOPHER_BULLETS,
+    GOPHER_ELLIPSES,
+    GOPHER_STOP_WORDS,
+    datatrove_punctuation,
+)
+from assay.scorers.heuristics.text import char_class, per_row, python_class, ratio, whitespace
 
 # datatrove GopherQualityFilter defaults (from Gopher A.1.1).
 MIN_WORDS, MAX_WORDS = 50, 100_000

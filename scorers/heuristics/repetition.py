@@ -13,9 +13,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scorers.heuristics_doc import ParsedBatch
-from scorers.heuristics_ngrams import WordHashes, repeated_chars, top_ngram, windows
-from scorers.heuristics_text import explode, per_row, ratio, repeated, whitespace
+from assay.scorers.heuristics.doc import ParsedBatch
+from assay.scorers.heuristics.ngrams import WordHashes, repeated_chars, top_ngram, windows
+from assay.scorers.heuristics.text import explode, per_row, ratio, repeated, whitespace
 
 # Gopher Table A1, datatrove GopherRepetitionFilter defaults.
 MAX_DUP_LINES, MAX_DUP_PARAGRAPHS = 0.3, 0.3

@@ -10,21 +10,17 @@ catalog's `fact_counts` view and its `fact_counts_where` / `fact_counts_mixture`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from pipelines.cli_common import load_fit
-from predictors.smi_cross import DAMPING, TREND_SIZES
-
-_ROOT = click.option(
-    "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or ."
-)
+from assay.corpora.facts import read_fact_counts
+from assay.pipelines.cli.common import load_fit, root_option
+from assay.predictors.smi_cross import DAMPING, TREND_SIZES
 
 
 def _size(text: str) -> float:
-    from predictors.smi_data import parse_model_size
+    from assay.predictors.smi_data import parse_model_size
 
     try:
         return parse_model_size(text)
@@ -76,13 +72,13 @@ def describe_backtest(summary: dict | None) -> str:
 
 
 def _load_fit(fit: str, root):
-    from predictors.smi import SMIPredictor
+    from assay.predictors.smi import SMIPredictor
 
     return load_fit(fit, root, "smi", SMIPredictor)
 
 
 @click.command("smi")
-@_ROOT
+@root_option
 @click.option(
     "--model",
     "models",
@@ -109,9 +105,9 @@ def fit_smi(root, models, out, register, weighting, damping, trend_sizes, no_bac
     Prints, per model, R², slope, intercept, MSE and upper bound of CO-OCCUR, MI and SMI as the
     paper defines them, then the backtest, and writes the fit as JSON.
     """
-    from corpora.atomic import write_json_atomic
-    from predictors.smi import SMIPredictor
-    from predictors.smi_data import load_model_table
+    from assay.corpora.atomic import write_json_atomic
+    from assay.predictors.smi import SMIPredictor
+    from assay.predictors.smi_data import load_model_table
 
     specs = [_model_spec(s) for s in models]
     for path, _ in specs:
@@ -135,7 +131,7 @@ def fit_smi(root, models, out, register, weighting, damping, trend_sizes, no_bac
 
 
 @click.command("smi")
-@_ROOT
+@root_option
 @click.option("--fit", "fit", required=True, help="Fit JSON from `assay fit smi` (or a registered name).")
 @click.option("--counts", required=True, type=click.Path(dir_okay=False, exists=True), help="Counts file.")
 @click.option("--model-size", required=True, help="Parameters of the model to forecast: 7e9, 7b, 410m.")
@@ -147,7 +143,7 @@ def predict_smi(root, fit, counts, model_size, fmt, interval) -> None:
     COUNTS is a merge_outputs file, a table with its columns, or a `fact_counts` export; the
     mean over facts and its interval go to stderr.
     """
-    from predictors.smi_data import read_counts
+    from assay.predictors.smi_data import read_counts
 
     predictor, _ = _load_fit(fit, Path(root))
     size = _size(model_size)
@@ -168,37 +164,8 @@ def predict_smi(root, fit, counts, model_size, fmt, interval) -> None:
     )
 
 
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def read_fact_counts(root: Path, facts: str, where: str | None = None, mixture: str | None = None):
-    """The fact_counts rows of one fact set: whole corpus, a SQL selection of documents, or a mixture."""
-    import duckdb
-
-    catalog = root / "catalog.duckdb"
-    if not catalog.exists():
-        raise click.UsageError(f"{catalog}: no catalog; run `assay ingest` and `assay annotate` first")
-    if where is not None:
-        source = f"fact_counts_where({_sql_literal(where)})"
-    elif mixture is not None:
-        source = f"fact_counts_mixture({_sql_literal(mixture)})"
-    else:
-        source = "fact_counts"
-    con = duckdb.connect(str(catalog), read_only=True)
-    try:
-        counts = con.sql(f"SELECT * FROM {source} WHERE fact_set = $facts", params={"facts": facts}).pl()
-    except duckdb.Error as e:
-        raise click.UsageError(f"{catalog}: {str(e).splitlines()[0]}\n  FROM {source}") from None
-    finally:
-        con.close()
-    if counts.height == 0:
-        raise click.UsageError(f"no facts of set {facts!r} in {source}; `assay facts list` shows the sets")
-    return counts
-
-
 @click.command("cbqa")
-@_ROOT
+@root_option
 @click.option("--facts", required=True, help="Fact set name (as registered with `assay facts add`).")
 @click.option("--where", default=None, help="SQL predicate over the annotations view: count only those docs.")
 @click.option("--mixture", default=None, help="Count facts in this mixture instead of the whole corpus.")

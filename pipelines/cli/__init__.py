@@ -4,49 +4,72 @@ so `assay --help` stays fast (no torch, duckdb or datatrove at start-up)."""
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
 # command path -> ("module:attribute", one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("pipelines.cli_corpus:ingest", "Read JSONL/Parquet/WARC inputs into docs shards."),
-    "annotate": ("pipelines.cli_corpus:annotate", "Run scorers over docs shards into annotations/."),
-    "sql": ("pipelines.cli_corpus:sql", "Run a read-only SQL query on the corpus catalog."),
-    "status": ("pipelines.cli_corpus:status", "Show shards, annotation sets and runs of a root."),
+    "ingest": ("assay.pipelines.cli.corpus:ingest", "Read JSONL/Parquet/WARC inputs into docs shards."),
+    "annotate": ("assay.pipelines.cli.corpus:annotate", "Run scorers over docs shards into annotations/."),
+    "sql": ("assay.pipelines.cli.corpus:sql", "Run a read-only SQL query on the corpus catalog."),
+    "status": ("assay.pipelines.cli.corpus:status", "Show shards, annotation sets and runs of a root."),
     "train": ("", "Train models on the corpus (fastText classifiers)."),
     "train fasttext": (
-        "pipelines.cli_train:train_fasttext",
+        "assay.pipelines.cli.train:train_fasttext",
         "Train a fastText classifier from SQL-selected docs.",
     ),
     "facts": ("", "Register and inspect fact sets."),
-    "facts add": ("pipelines.cli_facts:facts_add", "Register a fact set (ParaRel, T-REx, CSV/Parquet)."),
-    "facts list": ("pipelines.cli_facts:facts_list", "List registered fact sets."),
-    "select": ("pipelines.cli_select:select", "Select a mixture from a YAML recipe."),
+    "facts add": (
+        "assay.pipelines.cli.facts:facts_add",
+        "Register a fact set (ParaRel, T-REx, CSV/Parquet).",
+    ),
+    "facts list": ("assay.pipelines.cli.facts:facts_list", "List registered fact sets."),
+    "select": ("assay.pipelines.cli.select:select", "Select a mixture from a YAML recipe."),
     "mixtures": ("", "Inspect selected mixtures."),
-    "mixtures list": ("pipelines.cli_select:mixtures_list", "List mixtures in the root."),
-    "mixtures show": ("pipelines.cli_select:mixtures_show", "Show a mixture's composition."),
-    "export": ("pipelines.cli_select:export", "Write a mixture as JSONL or Parquet for a trainer."),
+    "mixtures list": ("assay.pipelines.cli.select:mixtures_list", "List mixtures in the root."),
+    "mixtures show": ("assay.pipelines.cli.select:mixtures_show", "Show a mixture's composition."),
+    "export": ("assay.pipelines.cli.select:export", "Write a mixture as JSONL or Parquet for a trainer."),
     "fit": ("", "Fit a predictor and save it as JSON."),
-    "fit ladder": ("pipelines.cli_ladder:fit_ladder", "Fit task-ladder scaling laws on ladder runs."),
-    "fit boundary": ("pipelines.cli_boundary:fit_boundary", "Fit a capability boundary (quantile sigmoid)."),
-    "fit mixture": ("pipelines.cli_mixture:fit_mixture", "Fit mixture regression (RegMix / mixing law)."),
-    "fit smi": ("pipelines.cli_smi:fit_smi", "Fit the SMI predictor from per-fact counts and accuracy."),
-    "fit transfer": ("pipelines.cli_forecast:fit_transfer", "Fit the validation-loss to task-loss link."),
+    "fit ladder": ("assay.pipelines.cli.ladder:fit_ladder", "Fit task-ladder scaling laws on ladder runs."),
+    "fit boundary": (
+        "assay.pipelines.cli.boundary:fit_boundary",
+        "Fit a capability boundary (quantile sigmoid).",
+    ),
+    "fit mixture": (
+        "assay.pipelines.cli.mixture:fit_mixture",
+        "Fit mixture regression (RegMix / mixing law).",
+    ),
+    "fit smi": (
+        "assay.pipelines.cli.smi:fit_smi",
+        "Fit the SMI predictor from per-fact counts and accuracy.",
+    ),
+    "fit transfer": (
+        "assay.pipelines.cli.forecast:fit_transfer",
+        "Fit the validation-loss to task-loss link.",
+    ),
     "predict": ("", "Apply a fitted predictor to a table."),
-    "predict mixture": ("pipelines.cli_mixture:predict_mixture", "Predict target loss per mixture row."),
-    "predict smi": ("pipelines.cli_smi:predict_smi", "Predict per-fact CBQA accuracy from counts."),
+    "predict mixture": (
+        "assay.pipelines.cli.mixture:predict_mixture",
+        "Predict target loss per mixture row.",
+    ),
+    "predict smi": ("assay.pipelines.cli.smi:predict_smi", "Predict per-fact CBQA accuracy from counts."),
     "mix": ("", "Search mixture weights."),
-    "mix search": ("pipelines.cli_mixture:mix_search", "Propose the mixture with the lowest predicted loss."),
-    "forecast": ("pipelines.cli_forecast:forecast", "Expected task accuracy for a mixture and model size."),
-    "forecast ladder": ("pipelines.cli_ladder:forecast_ladder", "Chained ladder forecast for (N, D)."),
+    "mix search": (
+        "assay.pipelines.cli.mixture:mix_search",
+        "Propose the mixture with the lowest predicted loss.",
+    ),
+    "forecast": (
+        "assay.pipelines.cli.forecast:forecast",
+        "Expected task accuracy for a mixture and model size.",
+    ),
+    "forecast ladder": ("assay.pipelines.cli.ladder:forecast_ladder", "Chained ladder forecast for (N, D)."),
     "forecast boundary": (
-        "pipelines.cli_boundary:forecast_boundary",
+        "assay.pipelines.cli.boundary:forecast_boundary",
         "Capability boundary at a FLOPs budget.",
     ),
     "forecast cbqa": (
-        "pipelines.cli_smi:forecast_cbqa",
+        "assay.pipelines.cli.smi:forecast_cbqa",
         "Expected closed-book QA accuracy from fact counts.",
     ),
 }
@@ -151,10 +174,6 @@ def main() -> None:
 
     Every command takes --root ROOT (default: $ASSAY_ROOT, else the current directory).
     """
-
-
-def default_root() -> str:
-    return os.environ.get("ASSAY_ROOT", ".")
 
 
 if __name__ == "__main__":

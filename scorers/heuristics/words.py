@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import polars as pl
 
-from scorers.heuristics_text import char_class, explode, python_chars, python_class, whitespace
+from assay.scorers.heuristics.text import char_class, explode, python_chars, python_class, whitespace
 
 # Marks spaCy's English rules always split off the start (prefix) or the end (suffix) of a
 # chunk, whatever their neighbours (spaCy lang/char_classes.py: LIST_PUNCT, LIST_QUOTES). A final

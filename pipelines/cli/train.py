@@ -8,7 +8,6 @@ DuckDB in Arrow batches into the trainer; the model's sidecar JSON records both 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +15,15 @@ from typing import Any
 
 import click
 
+from assay.pipelines.cli.common import root_option
+
 _FULL_QUERY = re.compile(r"^\s*(select|with|from)\b", re.IGNORECASE)
 _ROWS_PER_BATCH = 2048
 
 
 def selection_sql(con: Any, selection: str, *, max_docs: int | None = None, seed: int = 0) -> str:
     """The SQL returning the ``text`` of the documents a --positive/--negative selection names."""
-    from corpora.catalog import ident
+    from assay.corpora.catalog import ident
 
     if _FULL_QUERY.match(selection):
         query = f"SELECT text FROM ({selection}) AS selection"
@@ -60,7 +61,7 @@ def stream_texts(con: Any, sql: str, what: str) -> Iterator[str | None]:
 
 
 @click.command("fasttext")
-@click.option("--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or .")
+@root_option
 @click.option("--positive", required=True, help="SQL predicate or SELECT (with a text column): label 1.")
 @click.option("--negative", required=True, help="SQL predicate or SELECT (with a text column): label 0.")
 @click.option("--balance", is_flag=True, help="Downsample the larger class to the smaller one's size.")
@@ -98,8 +99,8 @@ def train_fasttext(
 
     Score a corpus with it afterwards: assay annotate --scorer fasttext:OUT
     """
-    from corpora.catalog import open_catalog
-    from scorers.fasttext_classifier import train_classifier
+    from assay.corpora.catalog import open_catalog
+    from assay.scorers.fasttext_classifier import train_classifier
 
     con = open_catalog(root, read_only=True)
     try:
@@ -136,7 +137,7 @@ def train_fasttext(
     finally:
         con.close()
 
-    from scorers.fasttext_classifier import FastTextClassifierScorer
+    from assay.scorers.fasttext_classifier import FastTextClassifierScorer
 
     scorer = FastTextClassifierScorer(path)
     record = scorer.training_record() or {}

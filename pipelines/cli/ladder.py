@@ -9,15 +9,15 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_common import load_fit
+from assay.pipelines.cli.common import load_fit, root_option
 
 
 def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
     """OLMo ladder CSVs, long tables (.parquet, or .csv with the long columns) and lm-eval manifests."""
     import polars as pl
 
-    from predictors.ladder_data import LONG_SCHEMA, check_long_table, read_olmo_ladder
-    from predictors.lm_eval import read_lm_eval_runs
+    from assay.predictors.ladder_data import LONG_SCHEMA, check_long_table, read_olmo_ladder
+    from assay.predictors.lm_eval import read_lm_eval_runs
 
     olmo, frames = [], []
     for pattern in patterns:
@@ -55,7 +55,7 @@ def _backtest_lines(summary: dict) -> list[str]:
 
 
 def _load_fit(fit: str, root):
-    from predictors.ladder import LadderPredictor
+    from assay.predictors.ladder import LadderPredictor
 
     return load_fit(fit, root, "ladder", LadderPredictor)
 
@@ -77,9 +77,7 @@ def _load_fit(fit: str, root):
     help="Leave out runs trained on fewer tokens per parameter (0.5xC = 10); 0 keeps all.",
 )
 @click.option("--register", default=None, help="Also save as ROOT/predictors/NAME.json (needs --root).")
-@click.option(
-    "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), help="Corpus root [$ASSAY_ROOT or .]."
-)
+@root_option
 @click.pass_context
 def fit_ladder(
     ctx, runs, lm_eval, out, hold_out, no_backtest, per_task_exponents, min_tokens_per_param, register, root
@@ -91,8 +89,8 @@ def fit_ladder(
 
     Example: assay fit ladder --runs '../shared/data/eval_results/olmo_ladder/ladder-runs/*.csv' --out ladder.json
     """
-    from corpora.atomic import write_json_atomic
-    from predictors.ladder import LadderOptions, LadderPredictor
+    from assay.corpora.atomic import write_json_atomic
+    from assay.predictors.ladder import LadderOptions, LadderPredictor
 
     root_given = ctx.get_parameter_source("root") == click.core.ParameterSource.COMMANDLINE
     if register and not root_given:
@@ -128,9 +126,7 @@ def fit_ladder(
 @click.option("--d", "d", type=float, required=True, help="Target training tokens, e.g. 4e12.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--plot", "plot", default=None, help="Also draw accuracy vs compute to this image file.")
-@click.option(
-    "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), help="Corpus root [$ASSAY_ROOT or .]."
-)
+@root_option
 def forecast_ladder(fit, n, d, fmt, plot, root):
     """Chained ladder forecast of each task's accuracy for a model of N parameters trained on D tokens.
 
@@ -169,7 +165,7 @@ def forecast_ladder(fit, n, d, fmt, plot, root):
                 f"  backtest (held out {b['hold_out']}): mean |err| {b['mean_abs_error_points']:.2f} points"
             )
     if plot:
-        from predictors.ladder_plot import plot_forecast
+        from assay.predictors.ladder_plot import plot_forecast
 
         plot_forecast(predictor, n, d, plot)
         if fmt == "table":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipelines.cli_common import root_option
+from assay.pipelines.cli.common import root_option
 
 
 @click.command()
@@ -46,8 +46,8 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
     one row per task with the expected accuracy, its interval, the predictors that produced it
     and their backtest error. See the README for how predictors are composed.
     """
-    from pipelines.forecast import forecast as run_forecast
-    from pipelines.forecast import mixture_weights
+    from assay.pipelines.forecast import forecast as run_forecast
+    from assay.pipelines.forecast import mixture_weights
 
     root = Path(root)
     mapping = dict(item.split("=", 1) for item in domain_map)
@@ -69,9 +69,9 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     if plot:
-        from pipelines.forecast import registered
-        from predictors.ladder import LadderPredictor
-        from predictors.ladder_plot import plot_forecast
+        from assay.pipelines.forecast import registered
+        from assay.predictors.ladder import LadderPredictor
+        from assay.predictors.ladder_plot import plot_forecast
 
         ladders = registered(root).get("ladder")
         if not ladders:
@@ -117,9 +117,9 @@ def fit_transfer(root, runs, out, register):
     `assay forecast` uses it to carry a mixture regressor's predicted loss change over to task
     accuracy; prints its held-out-size backtest (fit without 3B, predict 3B).
     """
-    from corpora.atomic import write_json_atomic
-    from predictors.ladder_data import read_olmo_ladder
-    from predictors.transfer import LossTransfer, read_reference_loss
+    from assay.corpora.atomic import write_json_atomic
+    from assay.predictors.ladder_data import read_olmo_ladder
+    from assay.predictors.transfer import LossTransfer, read_reference_loss
 
     paths = sorted(glob.glob(runs))
     if not paths:

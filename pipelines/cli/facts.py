@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipelines.cli_common import root_option
+from assay.pipelines.cli.common import root_option
 
 
 @click.command("add")
@@ -29,7 +29,7 @@ def facts_add(name, file, root, fmt, replace):
     Then count its mentions with `assay annotate --root ROOT --scorer facts:NAME` and query
     `SELECT * FROM fact_counts WHERE fact_set = 'NAME'` with `assay sql`.
     """
-    from corpora.facts import add_fact_set
+    from assay.corpora.facts import add_fact_set
 
     try:
         info = add_fact_set(root, name, file, fmt, replace=replace)
@@ -49,7 +49,7 @@ def facts_add(name, file, root, fmt, replace):
 @root_option
 def facts_list(root):
     """List the fact sets registered in ROOT and how far their mentions are annotated."""
-    from corpora.facts import list_fact_sets
+    from assay.corpora.facts import list_fact_sets
 
     sets = list_fact_sets(root)
     if not sets:

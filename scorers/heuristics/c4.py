@@ -15,16 +15,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scorers.heuristics_doc import ParsedBatch
-from scorers.heuristics_lists import (
+from assay.scorers.heuristics.doc import ParsedBatch
+from assay.scorers.heuristics.lists import (
     C4_CITATION,
     C4_END_MARKS,
     C4_POLICY_PHRASES,
     sentence_end_chars,
     unicode_punctuation,
 )
-from scorers.heuristics_text import char_class, per_row, python_class, ratio, whitespace
-from scorers.heuristics_words import split_words
+from assay.scorers.heuristics.text import char_class, per_row, python_class, ratio, whitespace
+from assay.scorers.heuristics.words import split_words
 
 # datatrove C4QualityFilter defaults (TensorFlow Datasets c4_utils.py).
 MIN_SENTENCES = 5

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from scorers.heuristics_doc import ParsedBatch
-from scorers.heuristics_lists import datatrove_punctuation
-from scorers.heuristics_text import char_class, per_row, python_class, ratio, repeated
+from assay.scorers.heuristics.doc import ParsedBatch
+from assay.scorers.heuristics.lists import datatrove_punctuation
+from assay.scorers.heuristics.text import char_class, per_row, python_class, ratio, repeated
 
 # datatrove FineWebQualityFilter defaults.
 MIN_LINE_PUNCT = 0.12

@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scorers.heuristics_text import split_newlines, splitlines
-from scorers.heuristics_words import split_words
+from assay.scorers.heuristics.text import split_newlines, splitlines
+from assay.scorers.heuristics.words import split_words
 
 
 class ParsedBatch:

@@ -18,10 +18,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from scorers.heuristics_doc import ParsedBatch
-from scorers.heuristics_lists import RP_PUNCTUATION, RP_TERMINAL_MARKS
-from scorers.heuristics_ngrams import WordHashes, top_ngram, windows
-from scorers.heuristics_text import (
+from assay.scorers.heuristics.doc import ParsedBatch
+from assay.scorers.heuristics.lists import RP_PUNCTUATION, RP_TERMINAL_MARKS
+from assay.scorers.heuristics.ngrams import WordHashes, top_ngram, windows
+from assay.scorers.heuristics.text import (
     char_class,
     explode,
     per_row,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from corpora.atomic import write_json_atomic
-from pipelines.cli_common import load_fit
-from predictors.boundary_fit import LAMBDA_B
+from assay.corpora.atomic import write_json_atomic
+from assay.pipelines.cli.common import load_fit, root_option
+from assay.predictors.boundary_fit import LAMBDA_B
 
 _SUMMARISED = {"no_compute", "missing_score", "duplicate"}  # one line per kind, not per row
 
@@ -45,7 +44,7 @@ def _load_fit(fit: str, root):
 
 
 @click.command("boundary")
-@click.option("--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or .")
+@root_option
 @click.option(
     "--table", "table_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -87,7 +86,7 @@ def fit_boundary(
     the JSON's `data_issues`. Unless --folds 0, the JSON also records random-fold and
     compute-split backtests against a constant-quantile baseline.
     """
-    from predictors.boundary import BoundaryPredictor
+    from assay.predictors.boundary import BoundaryPredictor
 
     if out is None and register is None:
         raise click.UsageError("give --out FILE, --register NAME, or both")
@@ -127,7 +126,7 @@ def fit_boundary(
 
 
 @click.command("boundary")
-@click.option("--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or .")
+@root_option
 @click.option("--fit", "fit", required=True, help="A fit JSON, or a name registered under ROOT/predictors/.")
 @click.option(
     "--flops", "flops", required=True, multiple=True, type=float, help="Pretraining FLOPs (repeatable)."
@@ -137,7 +136,7 @@ def forecast_boundary(root: str, fit: str, flops: tuple[float, ...], as_json: bo
     """Print the τ-quantile capability boundary (and its floor and ceiling) at FLOPs budgets."""
     import numpy as np
 
-    from predictors.boundary import BoundaryPredictor
+    from assay.predictors.boundary import BoundaryPredictor
 
     doc, path = _load_fit(fit, root)
     try:

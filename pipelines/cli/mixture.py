@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from corpora.atomic import write_json_atomic
-from pipelines.cli_common import load_fit
+from assay.corpora.atomic import write_json_atomic
+from assay.pipelines.cli.common import load_fit, root_option
 
-_ROOT = click.option(
-    "--root", default=lambda: os.environ.get("ASSAY_ROOT", "."), show_default="$ASSAY_ROOT or ."
-)
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _table(mixtures: Path, losses: Path):
-    from predictors.mixture_data import load_table
+    from assay.predictors.mixture_data import load_table
 
     try:
         return load_table(mixtures, losses)
@@ -31,13 +27,13 @@ def _metrics(s: dict) -> str:
 
 
 def _load_fit(fit: str, root):
-    from predictors.mixture import MixturePredictor
+    from assay.predictors.mixture import MixturePredictor
 
     return load_fit(fit, root, "mixture", MixturePredictor)
 
 
 @click.command("mixture")
-@_ROOT
+@root_option
 @click.option("--mixtures", required=True, type=_FILE, help="Mixture weights: index + one column per domain.")
 @click.option("--losses", required=True, type=_FILE, help="Losses of the same mixtures, joined on index.")
 @click.option(
@@ -78,7 +74,7 @@ def fit_mixture(
     LightGBM models stop early on held-out folds of the training mixtures and are averaged; the
     JSON records the out-of-fold backtest and, with --test-mixtures/--test-losses, the held-out one.
     """
-    from predictors.mixture import MixturePredictor
+    from assay.predictors.mixture import MixturePredictor
 
     if out is None and register is None:
         raise click.UsageError("give --out FILE, --register NAME, or both")
@@ -120,13 +116,13 @@ def fit_mixture(
 
 
 @click.command("mixture")
-@_ROOT
+@root_option
 @click.option("--fit", "fit", required=True, help="A fit JSON, or a name registered under ROOT/predictors/.")
 @click.option("--mixtures", required=True, type=_FILE, help="Mixture weights in the training file's layout.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 def predict_mixture(root: str, fit: str, mixtures: Path, fmt: str) -> None:
     """Print the predicted target loss of every mixture row, keyed by the file's index column."""
-    from predictors.mixture_data import read_mixtures
+    from assay.predictors.mixture_data import read_mixtures
 
     model, _ = _load_fit(fit, root)
     try:
@@ -140,7 +136,7 @@ def predict_mixture(root: str, fit: str, mixtures: Path, fmt: str) -> None:
 
 
 @click.command("search")
-@_ROOT
+@root_option
 @click.option("--fit", "fit", required=True, help="A fit JSON, or a name registered under ROOT/predictors/.")
 @click.option(
     "--domain-tokens",
@@ -174,8 +170,8 @@ def mix_search(
     --domain-tokens no domain may exceed --max-epochs × its tokens / --tokens; draws that do are
     rejected.
     """
-    from predictors.mixture_data import domain_name, read_domain_tokens
-    from predictors.mixture_search import domain_caps, search_mixture, token_prior
+    from assay.predictors.mixture_data import domain_name, read_domain_tokens
+    from assay.predictors.mixture_search import domain_caps, search_mixture, token_prior
 
     model, path = _load_fit(fit, root)
     if tokens is not None and domain_tokens is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipelines.cli_corpus import root_option
+from assay.pipelines.cli.common import root_option
 
 
 def _strata_table(manifest: dict, title: str):
@@ -63,8 +63,8 @@ def select(root, recipe_path, name, force):
     fraction_of_tokens: betr with compute_flops), strata (list of columns, or {column: {value:
     weight}}), max_epochs, tokenizer (tokenizer.json), seed. A bad recipe writes nothing.
     """
-    from pipelines.recipe import RecipeError, load_recipe
-    from pipelines.select import select as run_select
+    from assay.pipelines.recipe import RecipeError, load_recipe
+    from assay.pipelines.select import select as run_select
 
     try:
         recipe, text = load_recipe(recipe_path)
@@ -81,7 +81,7 @@ def select(root, recipe_path, name, force):
 @root_option
 def mixtures_list(root):
     """List the mixtures of the root: documents, rows, tokens, strategy, creation time."""
-    from corpora.mixture import list_mixtures, load_mixture
+    from assay.corpora.mixture import list_mixtures, load_mixture
 
     names = list_mixtures(root)
     if not names:
@@ -109,7 +109,7 @@ def mixtures_list(root):
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def mixtures_show(name, root, as_json):
     """Show mixture NAME: recipe, budget, pool and selected counts, and the composition per stratum."""
-    from corpora.mixture import load_mixture
+    from assay.corpora.mixture import load_mixture
 
     try:
         manifest = load_mixture(root, name)
@@ -130,7 +130,7 @@ def mixtures_show(name, root, as_json):
 
 
 def _view(name: str) -> str:
-    from corpora.catalog import view_name
+    from assay.corpora.catalog import view_name
 
     return view_name(name)
 
@@ -153,7 +153,7 @@ def export(name, root, fmt, out, use_gzip):
     record's other fields: a JSON object in JSONL, JSON text in Parquet). Files are
     part-NNNNN.jsonl[.gz] or part-NNNNN.parquet.
     """
-    from corpora.mixture import export_mixture
+    from assay.corpora.mixture import export_mixture
 
     try:
         files = export_mixture(root, name, fmt, out, gzip=use_gzip)

@@ -3,7 +3,7 @@
 One column per signal, and one boolean per rule set (``gopher_quality_keep``,
 ``gopher_repetition_keep``, ``c4_keep``, ``fineweb_keep``) that reproduces the decision of
 datatrove's filter with its default settings. A batch is cut once into lines and words
-(``heuristics_doc``), and every signal is computed for the whole batch with polars and numpy
+(``heuristics.doc``), and every signal is computed for the whole batch with polars and numpy
 kernels. No Python loop runs over documents: only the n-grams a document repeats are walked
 in Python (datatrove's duplicate-n-gram scan is sequential), and word chunks of unusual shape
 go to spaCy's tokenizer once per distinct chunk.
@@ -22,16 +22,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from scorers import (
-    heuristics_c4,
-    heuristics_fineweb,
-    heuristics_gopher,
-    heuristics_redpajama,
-    heuristics_repetition,
-)
-from scorers.heuristics_doc import ParsedBatch
+from assay.scorers.heuristics import c4, fineweb, gopher, redpajama, repetition
+from assay.scorers.heuristics.doc import ParsedBatch
 
-FAMILIES = (heuristics_gopher, heuristics_repetition, heuristics_c4, heuristics_fineweb, heuristics_redpajama)
+FAMILIES = (gopher, repetition, c4, fineweb, redpajama)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pipelines.cli_common import root_option
+from assay.pipelines.cli.common import root_option
 
 
 def executor_options(f):
@@ -30,7 +30,7 @@ def executor_options(f):
 
 
 def _config(executor: str, workers: int, executor_opts: tuple[str, ...]):
-    from pipelines.executor import ExecutorConfig
+    from assay.pipelines.executor import ExecutorConfig
 
     opts = {}
     for item in executor_opts:
@@ -81,8 +81,8 @@ def ingest(
     Records that cannot become documents go to quarantine/ with a reason; the command prints,
     per input, records read = documents written + records quarantined. A rerun resumes.
     """
-    from corpora.ingest import IngestOptions
-    from pipelines.ingest import ingest as run_ingest
+    from assay.corpora.ingest import IngestOptions
+    from assay.pipelines.ingest import ingest as run_ingest
 
     options = IngestOptions(
         text_field=text_field,
@@ -145,7 +145,7 @@ def annotate(root, scorers, device, batch_size, match, executor, workers, execut
 
     Finished shards are skipped; a scorer whose version changed is recomputed from scratch.
     """
-    from pipelines.annotate import annotate as run_annotate
+    from assay.pipelines.annotate import annotate as run_annotate
 
     if match == "word":
         scorers = tuple(s + ":word" if s.startswith("facts:") and s.count(":") == 1 else s for s in scorers)
@@ -179,7 +179,7 @@ def sql(query, root, fmt, out, max_rows):
 
     The catalog is opened read-only: statements that write are refused.
     """
-    from corpora.catalog import ReadOnlyError, run_query
+    from assay.corpora.catalog import ReadOnlyError, run_query
 
     try:
         result = run_query(root, query)
@@ -202,7 +202,7 @@ def write_result(result, fmt: str, out: str | None, max_rows: int = 50) -> None:
     if fmt == "parquet":
         if not out:
             raise click.ClickException("--format parquet needs --out FILE")
-        from corpora.shards import write_table_atomic
+        from assay.corpora.shards import write_table_atomic
 
         write_table_atomic(result, out)
         return
@@ -214,7 +214,7 @@ def write_result(result, fmt: str, out: str | None, max_rows: int = 50) -> None:
         with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
             text = str(df)
     if out:
-        from corpora.atomic import write_bytes_atomic
+        from assay.corpora.atomic import write_bytes_atomic
 
         write_bytes_atomic(out, text.encode())
     else:
@@ -225,7 +225,7 @@ def write_result(result, fmt: str, out: str | None, max_rows: int = 50) -> None:
 @root_option
 def status(root):
     """Show the corpus root: shards, annotation sets with versions, quarantine and recent runs."""
-    from corpora.manifest import load_manifest
+    from assay.corpora.manifest import load_manifest
 
     m = load_manifest(root)
     docs = sum(s["rows"] for s in m["shards"])
