@@ -10,7 +10,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 CATALOG_NAME = "catalog.duckdb"
 # Modules that add views or macros of their own: "module:function(root) -> list[str] of SQL".
@@ -26,7 +32,7 @@ _EMPTY_QUARANTINE = (
 )
 
 
-class ReadOnlyError(RuntimeError):
+class ReadOnlyError(ValueError):
     """A statement tried to change the catalog through a read-only connection."""
 
 
@@ -181,19 +187,96 @@ def open_catalog(root: str | Path, read_only: bool = True):
     return duckdb.connect(str(root / CATALOG_NAME), read_only=read_only)
 
 
-def run_query(root: str | Path, query: str):
-    """Run one read-only query; a write gets a ReadOnlyError naming the problem."""
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique the way DuckDB does it: a repeated `id` becomes `id_1`, `id_2`."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        new, k = name, 0
+        while new in seen:
+            k += 1
+            new = f"{name}_{k}"
+        seen.add(new)
+        out.append(new)
+    return out
+
+
+def _query_error(exc: Exception) -> Exception:
+    """DuckDB's message, first line; a write through the read-only connection says so plainly."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "read-only" in str(exc):
+        return ReadOnlyError(
+            f"the catalog is opened read-only: `assay sql` runs queries, not writes (DuckDB said: {first})"
+        )
+    return ValueError(str(exc))
+
+
+@contextmanager
+def query_reader(root: str | Path, query: str, batch_rows: int = 65_536) -> Iterator[pa.RecordBatchReader]:
+    """Stream a read-only query's result as Arrow batches (never the whole result in memory).
+
+    Duplicate output names (``SELECT d.id, a.* ... USING (id)``) are made unique as DuckDB does."""
     import duckdb
+    import pyarrow as pa
 
     con = open_catalog(root, read_only=True)
     try:
-        return con.sql(query).to_arrow_table()
-    except duckdb.Error as exc:
-        if "read-only" in str(exc):
-            raise ReadOnlyError(
-                "the catalog is opened read-only: `assay sql` runs queries, not writes "
-                f"(DuckDB said: {str(exc).splitlines()[0]})"
-            ) from None
-        raise
+        try:
+            result = con.sql(query)
+            reader = result.to_arrow_reader(batch_rows) if result is not None else None
+        except duckdb.Error as exc:
+            raise _query_error(exc) from None
+        if reader is None:  # a statement without a result
+            yield pa.RecordBatchReader.from_batches(pa.schema([]), [])
+            return
+        schema = pa.schema(
+            [f.with_name(n) for f, n in zip(reader.schema, unique_names(reader.schema.names))],
+            metadata=reader.schema.metadata,
+        )
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for batch in reader:
+                    yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+            except duckdb.Error as exc:
+                raise _query_error(exc) from None
+
+        yield pa.RecordBatchReader.from_batches(schema, batches())
+    finally:
+        con.close()
+
+
+def run_query(root: str | Path, query: str) -> pa.Table:
+    """Run one read-only query into an Arrow table; a write gets a ReadOnlyError naming the problem."""
+    with query_reader(root, query) as reader:
+        return reader.read_all()
+
+
+COPY_FORMATS = {
+    "csv": "FORMAT CSV, HEADER true",
+    "json": "FORMAT JSON, ARRAY true",
+    "parquet": "FORMAT PARQUET, COMPRESSION zstd",
+}
+
+
+def copy_query(root: str | Path, query: str, out: str | Path, fmt: str) -> int:
+    """Write a query's result to a local file with DuckDB's COPY (streamed, atomic); returns rows."""
+    import duckdb
+
+    from assay.corpora.atomic import atomic_path
+
+    if fmt not in COPY_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(COPY_FORMATS)}, not {fmt!r}")
+    body = query.strip().rstrip(";")
+    con = open_catalog(root, read_only=True)
+    try:
+        with atomic_path(out) as tmp:
+            try:
+                row = con.execute(
+                    f"COPY ({body}) TO {sql_literal(str(tmp))} ({COPY_FORMATS[fmt]})"
+                ).fetchone()
+            except duckdb.Error as exc:
+                raise _query_error(exc) from None
+        return int(row[0]) if row else 0
     finally:
         con.close()

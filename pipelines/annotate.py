@@ -20,9 +20,9 @@ from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.catalog import refresh_catalog
 from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
 from assay.corpora.shards import sha256_file, write_table_atomic
-from assay.pipelines.executor import ExecutorConfig, run_units
-from assay.scorers.base import check_scored
-from assay.scorers.registry import is_extractor, make_scorer
+from assay.pipelines.executor import ExecutorConfig, WorkUnitsFailed, run_units
+from assay.scorers.base import check_scored, input_columns, is_extractor
+from assay.scorers.registry import make_scorer
 
 _SCORER_CACHE: dict[tuple, Any] = {}  # one model load per worker process, not per shard
 
@@ -56,55 +56,74 @@ def output_paths(root: Path, scorer, part: str) -> dict[str, Path]:
 
 
 def _input_batches(root: Path, shard: str, columns: list[str], batch_size: int):
-    """Docs batches with the columns a scorer asks for; columns that other annotation sets
-    hold are joined positionally (annotation files keep their docs shard's row order)."""
+    """Docs batches with the columns a scorer asks for. Columns that other annotation sets hold
+    are joined by id: annotation files keep their docs shard's row order, and that is checked,
+    so a set written for another docs shard (or a stale one) is an error, not a silent shift."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     docs_file = pq.ParquetFile(root / shard)
     doc_cols = [c for c in columns if c in docs_file.schema_arrow.names]
     extra = [c for c in columns if c not in doc_cols]
-    extra_tables = []
+    extra_tables: list[tuple[Path, pa.Table]] = []
     if extra:
+        if "id" not in doc_cols:
+            doc_cols = ["id", *doc_cols]
         part = Path(shard).name
         for folder in sorted((root / "annotations").glob("*")):
             f = folder / part
             if f.exists():
                 names = [c for c in pq.read_schema(f).names if c in extra]
                 if names:
-                    extra_tables.append(pq.read_table(f, columns=names))
+                    extra_tables.append((f, pq.read_table(f, columns=["id", *names])))
                     extra = [c for c in extra if c not in names]
         if extra:
             raise ValueError(f"columns {extra} are neither docs columns nor in any annotation set of {shard}")
     offset = 0
     for batch in docs_file.iter_batches(batch_size=batch_size, columns=doc_cols):
-        for t in extra_tables:
-            for name in t.column_names:
-                batch = batch.append_column(
-                    name, t.column(name).slice(offset, batch.num_rows).combine_chunks()
+        for path, table in extra_tables:
+            piece = table.slice(offset, batch.num_rows)
+            if (
+                piece.num_rows != batch.num_rows
+                or not pc.all(
+                    pc.equal(piece.column("id"), batch.column(batch.schema.get_field_index("id")))
+                ).as_py()
+            ):
+                raise ValueError(
+                    f"{path} does not describe {shard} row by row (its ids differ near row {offset}); "
+                    f"re-run `assay annotate` for the set {path.parent.name}"
                 )
+            for name in table.column_names[1:]:
+                batch = batch.append_column(name, piece.column(name).combine_chunks())
         offset += batch.num_rows
         yield batch
 
 
 def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], settings: dict, key: str) -> dict:
-    """Score one docs shard with every scorer whose output for it is missing."""
+    """Score one docs shard with every scorer whose output for it is missing.
+
+    The unit record says, per scorer that ran: documents scored, documents it could not score
+    (`errors`, for scorers that count them) and seconds."""
     root_p = Path(root)
     record_path = root_p / ".assay" / "units" / f"annotate-{key}" / f"u{unit_index:05d}.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
     shard = unit["shard"]
     part = Path(shard).name
-    timings = {}
-    rows = 0
+    timings, docs, errors = {}, {}, {}
     for spec in specs:
         scorer = _scorer(spec, root, settings)
         outputs = output_paths(root_p, scorer, part)
         if all(p.exists() for p in outputs.values()):
             continue
         started = time.time()
-        columns = list(getattr(scorer, "input_columns", ("id", "text")))
+        errors_before = getattr(scorer, "errors", 0)
         pieces: dict[str, list[pa.Table]] = {k: [] for k in outputs}
-        for batch in _input_batches(root_p, shard, columns, settings.get("batch_size") or 2048):
+        n_docs = 0
+        for batch in _input_batches(
+            root_p, shard, list(input_columns(scorer)), settings.get("batch_size") or 2048
+        ):
+            n_docs += batch.num_rows
             if is_extractor(scorer):
                 result = scorer.extract(batch)
                 for k, table in result.items() if isinstance(result, dict) else [(scorer.name, result)]:
@@ -113,13 +132,14 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
                 scored = check_scored(batch, scorer.score(batch), scorer)
                 ids = batch.column(batch.schema.get_field_index("id"))
                 pieces[scorer.name].append(pa.Table.from_batches([scored]).add_column(0, "id", ids))
-                rows += batch.num_rows
         schemas = output_schemas(scorer)
         for k, path in outputs.items():
             table = pa.concat_tables(pieces[k]) if pieces[k] else schemas[k].empty_table()
             write_table_atomic(table, path)
         timings[scorer.name] = round(time.time() - started, 3)
-    record = {"unit": unit_index, "shard": shard, "rows": rows, "seconds": timings}
+        docs[scorer.name] = n_docs
+        errors[scorer.name] = int(getattr(scorer, "errors", 0) - errors_before)
+    record = {"unit": unit_index, "shard": shard, "docs": docs, "errors": errors, "seconds": timings}
     write_json_atomic(record_path, record)
     return record
 
@@ -170,20 +190,28 @@ def annotate(
         return len(list(record_dir.glob("u*.json"))) if record_dir.exists() else 0
 
     started = time.time()
-    seconds = run_units(
-        "assay.pipelines.annotate:annotate_unit",
-        units,
-        {"root": str(root), "specs": specs, "settings": settings, "key": key},
-        root / ".assay" / "logs" / f"annotate-{key}",
-        config,
-        count_done,
-        "annotate " + ",".join(s.name for s in scorers),
-        quiet=quiet,
-    )
-    records = [json.loads(p.read_text()) for p in sorted(record_dir.glob("u*.json"))]
+    label = "annotate " + ",".join(s.name for s in scorers)
+    try:
+        seconds = run_units(
+            "assay.pipelines.annotate:annotate_unit",
+            units,
+            {"root": str(root), "specs": specs, "settings": settings, "key": key},
+            root / ".assay" / "logs" / f"annotate-{key}",
+            config,
+            count_done,
+            label,
+            quiet=quiet,
+        )
+    except WorkUnitsFailed:
+        # the run is recorded as failed (units that did not finish are its errors); rerun resumes
+        manifest = load_manifest(root)
+        manifest["runs"].append(
+            _run_record(key, started, time.time() - started, config, scorers, record_dir, stale)
+            | {"status": "failed", "units_failed": len(units) - count_done()}
+        )
+        save_manifest(root, manifest)
+        raise
     manifest = load_manifest(root)
-    n_docs = sum(s["rows"] for s in manifest["shards"])
-    per_scorer = {}
     for scorer in scorers:
         entry = manifest["annotations"][scorer.name]
         for s in shards:
@@ -192,28 +220,42 @@ def annotate(
                 entry_key = part if sub == scorer.name else f"{sub}/{part}"
                 if entry_key not in entry["shards"] and f.exists():
                     entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": sha256_file(f)}
-        spent = sum(r["seconds"].get(scorer.name, 0.0) for r in records)
-        per_scorer[scorer.name] = {
-            "version": scorer.version,
-            "seconds": round(spent, 3),
-            "docs_per_s": round(n_docs / spent, 1) if spent else None,
-        }
-    manifest["runs"].append(
-        {
-            "stage": "annotate",
-            "run": key,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "seconds": round(seconds, 3),
-            "executor": config.kind,
-            "workers": config.workers,
-            "scorers": per_scorer,
-            "stale_recomputed": stale,
-            "docs": n_docs,
-            "errors": 0,
-            "versions": tool_versions(),
-        }
-    )
+    run = _run_record(key, started, seconds, config, scorers, record_dir, stale)
+    manifest["runs"].append(run)
     save_manifest(root, manifest)
     shutil.rmtree(record_dir, ignore_errors=True)
     refresh_catalog(root)
-    return {"scorers": per_scorer, "stale_recomputed": stale, "docs": n_docs, "seconds": round(seconds, 3)}
+    return {k: run[k] for k in ("scorers", "stale_recomputed", "docs", "errors", "seconds")}
+
+
+def _run_record(key, started, seconds, config, scorers, record_dir: Path, stale: list[str]) -> dict:
+    """What this run did, from its unit records: documents scored per scorer, their rate, errors."""
+    records = (
+        [json.loads(p.read_text()) for p in sorted(record_dir.glob("u*.json"))] if record_dir.exists() else []
+    )
+    per_scorer = {}
+    for scorer in scorers:
+        done = sum(r["docs"].get(scorer.name, 0) for r in records)
+        spent = sum(r["seconds"].get(scorer.name, 0.0) for r in records)
+        per_scorer[scorer.name] = {
+            "version": scorer.version,
+            "docs": done,
+            "seconds": round(spent, 3),
+            "docs_per_s": round(done / spent, 1) if spent and done else None,
+            "errors": sum(r["errors"].get(scorer.name, 0) for r in records),
+        }
+    return {
+        "stage": "annotate",
+        "run": key,
+        "status": "done",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(seconds, 3),
+        "executor": config.kind,
+        "workers": config.workers,
+        "scorers": per_scorer,
+        "stale_recomputed": stale,
+        # documents this run scored with at least one scorer (a shard already done counts 0)
+        "docs": sum(max(r["docs"].values(), default=0) for r in records),
+        "errors": sum(s["errors"] for s in per_scorer.values()),
+        "versions": tool_versions(),
+    }

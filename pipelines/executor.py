@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import shutil
 import sys
 import threading
 import time
@@ -29,24 +30,40 @@ def load_function(target: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
+class WorkUnitsFailed(RuntimeError):
+    """Some work units of a run did not finish; the message names the first error and the log."""
+
+    user_facing = True  # the CLI prints the message, not a traceback of the calling thread
+
+
 class UnitStep(PipelineStep):
     """A datatrove pipeline step that runs work unit number `rank`."""
 
     name = "assay work unit"
     type = "ASSAY"
 
-    def __init__(self, func: str, units: list[dict], args: dict[str, Any]):
+    def __init__(self, func: str, units: list[dict], args: dict[str, Any], error_dir: str | None = None):
         super().__init__()
         self.func = func
         self.units = units
         self.args = args
+        self.error_dir = error_dir
 
     def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator:
-        record = load_function(self.func)(unit_index=rank, unit=self.units[rank], **self.args)
+        try:
+            record = load_function(self.func)(unit_index=rank, unit=self.units[rank], **self.args)
+        except Exception as exc:
+            # the calling process reports the unit's own error, not only "tasks failed"
+            if self.error_dir:
+                Path(self.error_dir).mkdir(parents=True, exist_ok=True)
+                text = f"{type(exc).__name__}: {exc}"
+                (Path(self.error_dir) / f"u{rank:05d}.txt").write_text(text)
+            raise
         self.stat_update("units")
         for key in ("records_read", "docs", "rows", "quarantined"):
-            if isinstance(record, dict) and key in record:
-                self.stat_update(key, value=int(record[key]))
+            value = record.get(key) if isinstance(record, dict) else None
+            if isinstance(value, int):
+                self.stat_update(key, value=value)
         yield from ()
 
 
@@ -134,7 +151,9 @@ def run_units(
     started = time.time()
     if count_done() >= len(units):
         return 0.0
-    step = UnitStep(func, units, args)
+    error_dir = logging_dir / "errors"
+    shutil.rmtree(error_dir, ignore_errors=True)
+    step = UnitStep(func, units, args, str(error_dir))
     executor = build_executor(step, len(units), logging_dir, config)
     errors: list[BaseException] = []
 
@@ -167,15 +186,16 @@ def run_units(
             progress.update(task, completed=count_done())
     done = count_done()
     if errors or done < len(units):
-        tail = log_path.read_text(errors="replace").splitlines()[-25:] if log_path.exists() else []
-        cause = f"{type(errors[0]).__name__}: {errors[0]}" if errors else "tasks failed"
-        raise RuntimeError(
-            f"{label}: {len(units) - done} of {len(units)} work units did not finish ({cause}).\n"
-            f"Log: {log_path}\n" + "\n".join(tail)
+        unit_errors = sorted(error_dir.glob("u*.txt")) if error_dir.exists() else []
+        if unit_errors:
+            cause = f"unit {unit_errors[0].stem[1:].lstrip('0') or '0'}: {unit_errors[0].read_text()}"
+        else:
+            cause = f"{type(errors[0]).__name__}: {errors[0]}" if errors else "tasks failed"
+        raise WorkUnitsFailed(
+            f"{label}: {len(units) - done} of {len(units)} work units did not finish ({cause}); "
+            f"log: {log_path}; rerun the same command to resume"
         )
     # Unit records are the resume state; datatrove's markers would make a later run with the
     # same key skip units whose records were already cleaned up.
-    import shutil
-
     shutil.rmtree(logging_dir / "completions", ignore_errors=True)
     return time.time() - started

@@ -4,6 +4,7 @@ so `assay --help` stays fast (no torch, duckdb or datatrove at start-up)."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -167,7 +168,40 @@ class _GroupWithDefault(LazyGroup):
         return super().invoke(ctx)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+# Errors a user can cause: bad paths, bad values, SQL DuckDB rejects. They print as one line
+# (`Error: ...`); ASSAY_DEBUG=1 shows the traceback instead. Anything else is a bug and keeps
+# its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    if getattr(exc, "user_facing", False) or isinstance(exc, USER_ERRORS):
+        return True
+    return type(exc).__module__.lstrip("_").startswith("duckdb")
+
+
+class RootGroup(LazyGroup):
+    """The `assay` group: library errors caused by the user's input become one clear line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            if not _is_user_error(exc) or os.environ.get("ASSAY_DEBUG"):
+                raise
+            message = str(exc).strip() or type(exc).__name__
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="assay")
 def main() -> None:
     """Assay: annotate, query, select and forecast LLM pretraining corpora.
