@@ -271,12 +271,31 @@ def copy_query(root: str | Path, query: str, out: str | Path, fmt: str) -> int:
     con = open_catalog(root, read_only=True)
     try:
         with atomic_path(out) as tmp:
-            try:
-                row = con.execute(
-                    f"COPY ({body}) TO {sql_literal(str(tmp))} ({COPY_FORMATS[fmt]})"
-                ).fetchone()
-            except duckdb.Error as exc:
-                raise _query_error(exc) from None
+            row = con.execute(f"COPY ({body}) TO {sql_literal(str(tmp))} ({COPY_FORMATS[fmt]})").fetchone()
         return int(row[0]) if row else 0
+    except duckdb.ParserException:
+        pass  # not a query COPY can wrap (a write, PRAGMA ...): run it as it is, below
+    except duckdb.Error as exc:
+        raise _query_error(exc) from None
     finally:
         con.close()
+    with query_reader(root, query) as reader:
+        table = reader.read_all()
+    _write_table(table, out, fmt)
+    return table.num_rows
+
+
+def _write_table(table: pa.Table, out: str | Path, fmt: str) -> None:
+    import orjson
+    import pyarrow.csv as pacsv
+
+    from assay.corpora.atomic import atomic_path, write_bytes_atomic
+    from assay.corpora.shards import write_table_atomic
+
+    if fmt == "parquet":
+        write_table_atomic(table, out)
+    elif fmt == "csv":
+        with atomic_path(out) as tmp:
+            pacsv.write_csv(table, tmp)
+    else:
+        write_bytes_atomic(out, orjson.dumps(table.to_pylist(), default=str))

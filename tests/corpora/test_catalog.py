@@ -69,3 +69,61 @@ def test_moved_root_is_rebound(root, tmp_path):
         [sys.executable, "-c", code, str(moved / "catalog.duckdb")], capture_output=True, text=True
     )
     assert out.stdout.strip() == str(moved.resolve())
+
+
+DUPLICATES = "SELECT d.id, a.* FROM docs d JOIN annotations a USING (id) ORDER BY d.id"
+
+
+def test_duplicate_output_names_are_renamed_as_duckdb_does(root):
+    table = run_query(root, DUPLICATES)
+    assert table.column_names[:3] == ["id", "id_1", "source"]
+    assert table.column("id").to_pylist() == table.column("id_1").to_pylist()
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json", "parquet"])
+def test_sql_cli_handles_duplicate_names_and_streams_to_out(root, tmp_path, fmt):
+    import json
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from assay.pipelines.cli import main
+
+    out = tmp_path / f"result.{fmt}"
+    res = CliRunner().invoke(
+        main, ["sql", DUPLICATES, "--root", str(root), "--format", fmt, "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    if fmt == "parquet":
+        assert pq.read_table(out).column_names[:2] == ["id", "id_1"] and pq.read_metadata(out).num_rows == 40
+    elif fmt == "json":
+        rows = json.loads(out.read_text())
+        assert len(rows) == 40 and rows[0]["id"] == rows[0]["id_1"]
+    elif fmt == "csv":
+        lines = out.read_text().splitlines()
+        assert lines[0].startswith('"id","id_1"') or lines[0].startswith("id,id_1") and len(lines) == 41
+    else:
+        assert "id_1" in out.read_text() and "first 50 rows" not in out.read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_sql_to_stdout_streams_and_table_says_when_it_cuts(root):
+    import json
+
+    from click.testing import CliRunner
+
+    from assay.pipelines.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["sql", DUPLICATES, "--root", str(root), "--format", "json"])
+    assert res.exit_code == 0 and len(json.loads(res.output)) == 40
+    res = runner.invoke(main, ["sql", "SELECT id FROM docs", "--root", str(root), "--format", "csv"])
+    assert res.exit_code == 0 and len(res.output.splitlines()) == 41
+    res = runner.invoke(main, ["sql", "SELECT id FROM docs", "--root", str(root), "--max-rows", "5"])
+    assert res.exit_code == 0 and "(first 5 rows;" in res.output
+    res = runner.invoke(main, ["sql", "SELECT nosuch FROM docs", "--root", str(root)])
+    assert res.exit_code == 1 and res.output.startswith("Error: ") and "Traceback" not in res.output
+    res = runner.invoke(
+        main, ["sql", "DROP VIEW docs", "--root", str(root), "--format", "csv", "--out", "x.csv"]
+    )
+    assert res.exit_code == 1 and "read-only" in res.output
