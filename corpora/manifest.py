@@ -26,6 +26,15 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def require_root(root: str | Path) -> Path:
+    """The root as a Path, or a clear error when the folder is not a corpus root."""
+    if not manifest_path(root).exists():
+        raise FileNotFoundError(
+            f"{root}: not a corpus root (no manifest.json); create one with `assay ingest INPUTS --root {root}`"
+        )
+    return Path(root)
+
+
 def save_manifest(root: str | Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(manifest_path(root), manifest)
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.catalog import refresh_catalog
-from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
+from assay.corpora.manifest import load_manifest, require_root, save_manifest, tool_versions
 from assay.corpora.shards import sha256_file, write_table_atomic
 from assay.pipelines.executor import ExecutorConfig, WorkUnitsFailed, run_units
 from assay.scorers.base import check_scored, input_columns, is_extractor
@@ -156,7 +156,7 @@ def annotate(
     root = Path(root)
     config = config or ExecutorConfig()
     _SCORER_CACHE.clear()  # a model retrained since the last call in this process must be reloaded
-    manifest = load_manifest(root)
+    manifest = load_manifest(require_root(root))
     shards = [s["name"] for s in manifest["shards"]]
     if not shards:
         raise ValueError(f"{root}: the corpus has no docs shards; run `assay ingest` first")

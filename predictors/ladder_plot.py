@@ -11,9 +11,20 @@ from assay.corpora.atomic import atomic_path
 from assay.predictors.ladder import LadderPredictor
 
 
-def plot_forecast(predictor: LadderPredictor, n: float, d: float, path: str | Path) -> Path:
+def plot_forecast(
+    predictor: LadderPredictor,
+    n: float,
+    d: float,
+    path: str | Path,
+    composed: dict[str, dict] | None = None,
+    composed_label: str = "composed forecast",
+) -> Path:
     """One panel per task: the observed ladder runs (final checkpoints), the chained fit and its
     interval band along the target's tokens-per-parameter ratio, and the target with its interval.
+
+    The curve is the ladder's own data. ``composed`` (task -> row with predicted, lower, upper),
+    when given, adds the forecast `assay forecast` prints — the ladder shifted for the mixture —
+    as a second marker, so the picture shows what the table shows.
 
     Compute is C = 6 N D. Written atomically; the format follows the file extension (png, pdf, svg).
     """
@@ -47,7 +58,29 @@ def plot_forecast(predictor: LadderPredictor, n: float, d: float, path: str | Pa
             ax.scatter(6 * p["n"] * p["d"], p["acc"], s=14, color=color, label=f"{size / 1e9:.2g}B runs")
         t = target.filter(pl.col("task") == task).row(0, named=True)
         err = [[t["predicted"] - t["lower"]], [t["upper"] - t["predicted"]]]
-        ax.errorbar([c_target], [t["predicted"]], yerr=err, fmt="*", color="tab:red", ms=10, capsize=3)
+        ax.errorbar(
+            [c_target],
+            [t["predicted"]],
+            yerr=err,
+            fmt="*",
+            color="tab:red",
+            ms=10,
+            capsize=3,
+            label="ladder at target",
+        )
+        row = (composed or {}).get(task)
+        if row is not None and row.get("lower") is not None:
+            err = [[row["predicted"] - row["lower"]], [row["upper"] - row["predicted"]]]
+            ax.errorbar(
+                [c_target * 1.25],
+                [row["predicted"]],
+                yerr=err,
+                fmt="D",
+                color="tab:green",
+                ms=6,
+                capsize=3,
+                label=composed_label,
+            )
         ax.axhline(predictor.fits_[task].chance, color="grey", ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(task, fontsize=10)
@@ -58,7 +91,8 @@ def plot_forecast(predictor: LadderPredictor, n: float, d: float, path: str | Pa
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
-    fig.suptitle(f"Ladder forecast for N = {n:.3g}, D = {d:.3g} (red star, interval)", fontsize=11)
+    what = f"; green diamond: {composed_label}" if composed else " (ladder data only)"
+    fig.suptitle(f"N = {n:.3g}, D = {d:.3g}: ladder curve and red star{what}", fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=110)

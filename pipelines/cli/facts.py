@@ -50,6 +50,9 @@ def facts_add(name, file, root, fmt, replace):
 def facts_list(root):
     """List the fact sets registered in ROOT and how far their mentions are annotated."""
     from assay.corpora.facts import list_fact_sets
+    from assay.corpora.manifest import require_root
+
+    require_root(root)
 
     sets = list_fact_sets(root)
     if not sets:

@@ -37,7 +37,10 @@ from assay.pipelines.cli.common import root_option
 )
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option(
-    "--plot", type=click.Path(dir_okay=False), default=None, help="Draw accuracy vs compute to a PNG."
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Draw accuracy vs compute to a PNG: the ladder curve and the composed forecast of the table.",
 )
 def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plot):
     """Expected accuracy per task of a model with N parameters trained on D tokens of a mixture.
@@ -50,6 +53,9 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
     from assay.pipelines.forecast import mixture_weights
 
     root = Path(root)
+    bad = [item for item in domain_map if "=" not in item]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not SOURCE=DOMAIN", param_hint="--map")
     mapping = dict(item.split("=", 1) for item in domain_map)
 
     def weights_of(name: str | None, path: str | None) -> dict | None:
@@ -76,7 +82,9 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
         ladders = registered(root).get("ladder")
         if not ladders:
             raise click.ClickException("--plot needs a registered ladder predictor")
-        plot_forecast(LadderPredictor.from_json(ladders[0][1]), n, d, plot)
+        composed = {r["task"]: r for r in rows}
+        label = f"forecast for {mixture or 'these weights'}" if (mixture or weights) else "forecast"
+        plot_forecast(LadderPredictor.from_json(ladders[0][1]), n, d, plot, composed, label)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return

@@ -81,9 +81,10 @@ def select(root, recipe_path, name, force):
 @root_option
 def mixtures_list(root):
     """List the mixtures of the root: documents, rows, tokens, strategy, creation time."""
+    from assay.corpora.manifest import require_root
     from assay.corpora.mixture import list_mixtures, load_mixture
 
-    names = list_mixtures(root)
+    names = list_mixtures(require_root(root))
     if not names:
         click.echo(f"no mixtures in {root}")
         return
