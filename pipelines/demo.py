@@ -119,6 +119,10 @@ def main() -> int:
         "fit", "mixture", "--mixtures", str(regmix / "train_mixture_1m.csv"),
         "--losses", str(regmix / "train_pile_loss_1m.csv"), "--target", "pile_cc", "--root", root, "--register", "regmix",
     )  # fmt: skip
+    print(
+        "\n# The --map below is illustrative: it maps the sample's sources onto RegMix's Pile domains only to"
+        "\n# show how a mixture reaches the forecast; it says nothing about how alike those texts are."
+    )
     step(
         "forecast", "--root", root, "--mixture", "demo", "--n", "7e9", "--d", "2e12",
         "--map", "common-crawl=pile_cc", "--map", "dolma_sample-0000=pile_cc",
