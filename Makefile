@@ -1,6 +1,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Where torch 2.13.0 comes from. Empty: pip's own configuration (here a local CPU wheel; on a
+# plain Linux x86_64 machine, PyPI's CUDA build). `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# pins the CPU build from PyTorch's index before anything else can pull the CUDA one.
+TORCH_INDEX ?=
 
 .PHONY: setup demo test lint bench clean
 
@@ -9,6 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q torch==2.13.0 --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	# Two packages ship the `fasttext` module; install the one that trains reliably last.
 	$(PY) -m pip install -q --no-deps --force-reinstall fasttext-community==0.11.9
