@@ -33,6 +33,7 @@ from assay.predictors.boundary_fit import (
     fit_quantile_sigmoid,
     pinball_loss,
 )
+from assay.predictors.ranges import beyond_range
 
 KIND = "boundary"
 VERSION = "1"
@@ -156,6 +157,13 @@ class BoundaryPredictor:
     def boundary_at(self, flops: np.ndarray | float) -> np.ndarray:
         """The τ-quantile boundary at raw FLOPs values."""
         return boundary_curve(np.log10(np.asarray(flops, dtype=float)), self._check_fitted())
+
+    def range_note(self, flops: float) -> str | None:
+        """How far a FLOPs budget lies outside the compute range of the models the fit saw."""
+        lo, hi = self.fitted_on_.get("z_min"), self.fitted_on_.get("z_max")
+        if lo is None or hi is None:
+            return None
+        return beyond_range({"FLOPs": (float(flops), [10.0**lo, 10.0**hi])})
 
     def predict(self, table: pl.DataFrame) -> pl.DataFrame:
         """The table with `flops`, `z`, `boundary` (τ-quantile), `floor` and `ceiling` columns."""

@@ -38,6 +38,7 @@ from assay.predictors.ladder_fit import (
     fit_loss_law,
     fit_loss_laws_shared,
 )
+from assay.predictors.ranges import beyond_range
 
 KIND = "ladder"
 VERSION = "1"
@@ -95,6 +96,11 @@ class LadderPredictor:
             self.fits_[t] = TaskFit(loss=laws[t], curve=curve, chance=CHANCE.get(t, 0.25))
         self.fitted_on_ = _summarise(table, finals)
         return self
+
+    def range_note(self, n: float, d: float) -> str | None:
+        """How far (N, D) lies beyond the model sizes and token counts the ladder was fitted on."""
+        sizes, tokens = self.fitted_on_.get("sizes"), self.fitted_on_.get("tokens")
+        return beyond_range({"N": (n, sizes), "D": (d, tokens)})
 
     def _usable(self, table: pl.DataFrame) -> pl.DataFrame:
         table = table.drop_nulls(["bpb", "acc"])

@@ -122,6 +122,8 @@ class MixturePredictor:
             "target_columns": self.target_columns_,
             "target_min": float(observed.min()),
             "target_max": float(observed.max()),
+            # the corner of the simplex the training mixtures cover, for range checks
+            "weight_max": [float(v) for v in (x / x.sum(axis=1, keepdims=True)).max(axis=0)],
         }
         if rounds:
             self.fitted_on_["boosting_rounds"] = {
@@ -239,6 +241,17 @@ class MixturePredictor:
         low, high = self.residual_quantiles_
         value = float(predicted[0])
         return {"predicted": value, "lower": value + low, "upper": value + high, "spread": float(spread[0])}
+
+    def range_note(self, mixture: dict[str, float]) -> str | None:
+        """Domains whose weight exceeds every training mixture's (the regressor extrapolates there)."""
+        high = self.fitted_on_.get("weight_max")
+        if not high:
+            return None
+        x = mixture_vector(mixture, self.domains_)
+        over = [
+            f"{domain_name(d)} {w:.2f} > {h:.2f}" for d, w, h in zip(self.domains_, x, high) if w > h + 1e-9
+        ]
+        return f"weights beyond every training mixture: {', '.join(over)}" if over else None
 
     def _target_values(self, table: pl.DataFrame) -> np.ndarray:
         missing = [c for c in self.target_columns_ if c not in table.columns]

@@ -31,6 +31,7 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
+from assay.predictors.ranges import beyond_range
 from assay.predictors.smi_cross import (
     DAMPING,
     TREND_SIZES,
@@ -367,6 +368,10 @@ class SMIPredictor:
         if hold_out == "size":
             return backtest_by_size(make, table)
         raise ValueError(f"hold_out must be 'facts' or 'size', got {hold_out!r}")
+
+    def range_note(self, model_size: float) -> str | None:
+        """How far a model size lies outside the sizes of the fitted family."""
+        return beyond_range({"model size": (float(model_size), [m["model_size"] for m in self.models_])})
 
     # ---- JSON --------------------------------------------------------------------------------
     def to_json(self) -> dict:

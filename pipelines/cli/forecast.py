@@ -24,7 +24,11 @@ from assay.pipelines.cli.common import root_option
 )
 @click.option("--n", "n", type=float, required=True, help="Model parameters (non-embedding), e.g. 7e9.")
 @click.option("--d", "d", type=float, required=True, help="Training tokens, e.g. 2e12.")
-@click.option("--baseline", default=None, help="Another mixture: print the expected gain over it.")
+@click.option(
+    "--baseline",
+    default=None,
+    help="`pool` (the whole corpus, i.e. what a uniform sample of it gives) or another mixture: adds the expected gain over it.",
+)
 @click.option(
     "--facts", default=None, help="A registered fact set: adds expected closed-book QA accuracy (SMI)."
 )
@@ -53,6 +57,8 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
     from assay.pipelines.forecast import mixture_weights
 
     root = Path(root)
+    if mixture and weights:
+        raise click.UsageError("give --mixture or --weights, not both")
     bad = [item for item in domain_map if "=" not in item]
     if bad:
         raise click.BadParameter(f"{bad[0]!r} is not SOURCE=DOMAIN", param_hint="--map")
@@ -63,17 +69,13 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
             return json.loads(Path(path).read_text())
         return mixture_weights(root, name, mapping) if name else None
 
-    try:
-        rows = run_forecast(root, weights_of(mixture, weights), n, d, mixture=mixture, facts=facts)
-        if baseline:
-            base = {
-                r["task"]: r for r in run_forecast(root, weights_of(baseline, None), n, d, baseline, facts)
-            }
-            for r in rows:
-                if r["task"] in base:
-                    r["gain_vs_baseline"] = r["predicted"] - base[r["task"]]["predicted"]
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    rows = run_forecast(root, weights_of(mixture, weights), n, d, mixture=mixture, facts=facts)
+    if baseline:
+        base_rows = run_forecast(root, weights_of(baseline, None), n, d, baseline, facts)
+        base = {r["task"]: r for r in base_rows}
+        for r in rows:
+            if r["task"] in base:
+                r["gain_vs_baseline"] = r["predicted"] - base[r["task"]]["predicted"]
     if plot:
         from assay.pipelines.forecast import registered
         from assay.predictors.ladder import LadderPredictor
@@ -101,17 +103,29 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
         cols.insert(4, "loss_ratio")
     if baseline:
         cols.insert(4, "gain_vs_baseline")
-    headers = {"backtest_abs_error": "backtest err", "gain_vs_baseline": "gain", "loss_ratio": "loss ratio"}
+    if any(r.get("warning") for r in rows):
+        cols.append("warning")
+    headers = {
+        "backtest_abs_error": "backtest err",
+        "gain_vs_baseline": "gain",
+        "loss_ratio": "loss ratio",
+        "warning": "extrapolates",
+    }
     for c in cols:
         table.add_column(headers.get(c, c), overflow="fold")
+
+    def cell(r: dict, c: str) -> str:
+        if c == "warning":
+            return "yes (below)" if r.get(c) else ""
+        v = r.get(c)
+        return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
     for r in rows:
-        table.add_row(
-            *[
-                ("" if r.get(c) is None else f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r[c]))
-                for c in cols
-            ]
-        )
-    Console().print(table)
+        table.add_row(*[cell(r, c) for c in cols])
+    console = Console()
+    console.print(table)
+    for note in sorted({r["warning"] for r in rows if r.get("warning")}):
+        console.print(f"[yellow]warning: extrapolating: {note}[/yellow]", highlight=False)
 
 
 @click.command()

@@ -120,3 +120,117 @@ def test_no_predictors_is_a_clear_error(tmp_path):
     ingest([str(FIXTURES / "ingest" / "inaugural_noid.jsonl")], empty, quiet=True)
     res = CliRunner().invoke(main, ["forecast", "--root", str(empty), "--n", "7e9", "--d", "1e12"])
     assert res.exit_code != 0 and "no usable predictors" in res.output
+
+
+def test_boundary_fit_registered_does_not_crash_and_flags_its_range(root, tmp_path):
+    invoke(
+        "fit", "boundary", "--table", str(FIXTURES / "boundary" / "base_llm_benchmark_eval_cut.csv"),
+        "--y", "MMLU", "--out", str(tmp_path / "b.json"), "--root", str(root), "--register", "mmlu_frontier",
+    )  # fmt: skip
+    try:
+        rows = forecast(root, {"pile_cc": 1.0}, tmp_path)
+        frontier = [r for r in rows if r["predictor"] == "boundary:mmlu_frontier"]
+        assert len(frontier) == 1 and 0 < frontier[0]["predicted"] < 1
+        # 6 * 7e9 * 2e12 = 8.4e22 FLOPs lies inside the public models' compute
+        assert frontier[0]["warning"] is None
+        path = tmp_path / "w.json"
+        out = invoke(
+            "forecast",
+            "--root",
+            str(root),
+            "--weights",
+            str(path),
+            "--n",
+            "1e13",
+            "--d",
+            "1e15",
+            "--format",
+            "json",
+        )
+        far = {r["predictor"]: r for r in json.loads(out)}
+        assert "FLOPs = 6e+28 is" in far["boundary:mmlu_frontier"]["warning"]
+    finally:
+        (root / "predictors" / "mmlu_frontier.json").unlink()
+
+
+def test_forecasts_outside_the_fitted_range_say_so(root, tmp_path):
+    rows = forecast(root, {"pile_cc": 0.5, "wikipedia_en": 0.3, "arxiv": 0.2}, tmp_path)
+    # the ladder fixture stops at 1B parameters: 7e9 is an extrapolation, and the row says how far
+    assert all(r["warning"] and r["warning"].startswith("N = 7e+09 is ") for r in rows)
+    # no training mixture of the regressor puts 100 % on one domain
+    lone = forecast(root, {"arxiv": 1.0}, tmp_path)
+    assert all("weights beyond every training mixture: arxiv 1.00 >" in r["warning"] for r in lone)
+    res = CliRunner().invoke(
+        main,
+        ["forecast", "--root", str(root), "--weights", str(tmp_path / "w.json"), "--n", "7e9", "--d", "2e12"],
+    )
+    assert res.exit_code == 0 and "warning: extrapolating: N = 7e+09" in res.output
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "message"),
+    [("7", "2e12", "at least 1e6 parameters"), ("7e9", "2", "fewer tokens than")],
+)
+def test_absurd_scales_are_refused(root, tmp_path, n, d, message):
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"pile_cc": 1.0}))
+    res = CliRunner().invoke(
+        main, ["forecast", "--root", str(root), "--weights", str(path), "--n", n, "--d", d]
+    )
+    assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output
+
+
+def test_mixture_and_weights_together_is_an_error(root, tmp_path):
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"pile_cc": 1.0}))
+    args = [
+        "forecast",
+        "--root",
+        str(root),
+        "--weights",
+        str(path),
+        "--mixture",
+        "m",
+        "--n",
+        "7e9",
+        "--d",
+        "2e12",
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_builtin_pool_baseline(root, tmp_path):
+    rows = forecast(
+        root,
+        {"pile_cc": 1.0},
+        tmp_path,
+        "--baseline",
+        "pool",
+        "--map",
+        "dolma_sample-0000=pile_cc",
+        "--map",
+        "common-crawl=pile_cc",
+    )
+    assert all("gain_vs_baseline" in r for r in rows)
+    res = CliRunner().invoke(
+        main,
+        [
+            "forecast",
+            "--root",
+            str(root),
+            "--weights",
+            str(tmp_path / "w.json"),
+            "--n",
+            "7e9",
+            "--d",
+            "2e12",
+            "--baseline",
+            "random",
+        ],
+    )
+    assert (
+        res.exit_code == 1
+        and "no mixture 'random'" in res.output
+        and "`pool` is the whole corpus" in res.output
+    )
