@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from assay.corpora.atomic import write_json_atomic
-from assay.pipelines.cli.common import load_fit, root_option
+from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
 from assay.predictors.boundary_fit import LAMBDA_B
 
 _SUMMARISED = {"no_compute", "missing_score", "duplicate"}  # one line per kind, not per row
@@ -88,8 +87,7 @@ def fit_boundary(
     """
     from assay.predictors.boundary import BoundaryPredictor
 
-    if out is None and register is None:
-        raise click.UsageError("give --out FILE, --register NAME, or both")
+    targets = fit_targets(out, register, root)
     table = _read_table(table_path)
     model = BoundaryPredictor(y, x, tau=tau, kappa=kappa, lambda_b=lambda_b)
     try:
@@ -101,11 +99,7 @@ def fit_boundary(
         model.run_backtests(table, folds=folds, train_fraction=train_fraction)
     doc = model.to_json()
     doc["fitted_on"]["table"] = str(table_path)
-    targets = [out] if out else []
-    if register:
-        targets.append(Path(root) / "predictors" / f"{register}.json")
-    for target in targets:
-        write_json_atomic(target, doc)
+    save_fit(doc, targets)
 
     p, f = doc["params"], doc["fitted_on"]
     click.echo(f"{y}: τ={tau} boundary over {f['n']} models, 10^{f['z_min']:.1f}–10^{f['z_max']:.1f} FLOPs")
@@ -121,8 +115,6 @@ def fit_boundary(
             f"  backtest {name}: coverage {s['coverage']:.3f}, pinball {s['pinball']:.4f} "
             f"vs constant quantile {s['baseline_pinball']:.4f} (reduction {100 * s['pinball_reduction']:.0f}%)"
         )
-    for target in targets:
-        click.echo(f"wrote {target}")
 
 
 @click.command("boundary")

@@ -39,3 +39,23 @@ def load_fit(fit: str, root: str | Path, kind: str, cls=None):
         return (saved if cls is None else cls.from_json(saved)), str(path)
     except (KeyError, ValueError, json.JSONDecodeError) as err:
         raise click.ClickException(f"{path}: {err}") from err
+
+
+def fit_targets(out: str | Path | None, register: str | None, root: str | Path) -> list[Path]:
+    """Where a fit is saved: --out FILE, ROOT/predictors/NAME.json for --register NAME, or both."""
+    if out is None and register is None:
+        raise click.UsageError("give --out FILE, --register NAME (saved under ROOT/predictors/), or both")
+    if register is not None and not register.replace("-", "_").replace(".", "_").isidentifier():
+        raise click.BadParameter(f"{register!r}: use letters, digits, - and _", param_hint="--register")
+    targets = [Path(out)] if out else []
+    if register:
+        targets.append(Path(root) / "predictors" / f"{register}.json")
+    return targets
+
+
+def save_fit(doc: dict, targets: list[Path]) -> None:
+    from assay.corpora.atomic import write_json_atomic
+
+    for target in targets:
+        write_json_atomic(target, doc)
+        click.echo(f"wrote {target}")

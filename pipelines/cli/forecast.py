@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from assay.pipelines.cli.common import root_option
+from assay.pipelines.cli.common import fit_targets, root_option, save_fit
 
 
 @click.command()
@@ -131,18 +131,18 @@ def forecast(root, mixture, weights, n, d, baseline, facts, domain_map, fmt, plo
 @click.command()
 @root_option
 @click.option("--runs", required=True, help="Glob of OLMo ladder CSVs (quote it).")
-@click.option("--out", type=click.Path(dir_okay=False), required=True)
-@click.option("--register", default=None, help="Also save as ROOT/predictors/NAME.json for `assay forecast`.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Fit JSON to write.")
+@click.option("--register", default=None, help="Save as ROOT/predictors/NAME.json for `assay forecast`.")
 def fit_transfer(root, runs, out, register):
     """Fit the link from a reference validation loss to each task's bits-per-byte on ladder runs.
 
     `assay forecast` uses it to carry a mixture regressor's predicted loss change over to task
     accuracy; prints its held-out-size backtest (fit without 3B, predict 3B).
     """
-    from assay.corpora.atomic import write_json_atomic
     from assay.predictors.ladder_data import read_olmo_ladder
     from assay.predictors.transfer import LossTransfer, read_reference_loss
 
+    targets = fit_targets(out, register, root)
     paths = sorted(glob.glob(runs))
     if not paths:
         raise click.ClickException(f"--runs {runs!r} matched no files")
@@ -161,7 +161,4 @@ def fit_transfer(root, runs, out, register):
             click.echo(
                 f"{task:14s} elasticity {link.params[task]['elasticity']:.3f}  held-out bpb error {err:.2%}"
             )
-    write_json_atomic(out, saved)
-    if register:
-        write_json_atomic(Path(root) / "predictors" / f"{register}.json", saved)
-    click.echo(f"saved {out}" + (f" and registered as {register}" if register else ""))
+    save_fit(saved, targets)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from assay.pipelines.cli.common import load_fit, root_option
+from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
 
 
 def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
@@ -65,7 +65,9 @@ def _load_fit(fit: str, root):
 @click.option(
     "--lm-eval", "lm_eval", multiple=True, help="CSV manifest (run,n,d,step,results) of lm-eval outputs."
 )
-@click.option("--out", default="ladder.json", show_default=True, help="Where to write the fitted predictor.")
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="Where to write the fitted predictor."
+)
 @click.option("--hold-out", default=None, help="Size left out by the backtest (default: the largest).")
 @click.option("--no-backtest", is_flag=True, help="Skip the backtest.")
 @click.option("--per-task-exponents", is_flag=True, help="Step 1 as published: one independent fit per task.")
@@ -76,11 +78,10 @@ def _load_fit(fit: str, root):
     show_default=True,
     help="Leave out runs trained on fewer tokens per parameter (0.5xC = 10); 0 keeps all.",
 )
-@click.option("--register", default=None, help="Also save as ROOT/predictors/NAME.json (needs --root).")
+@click.option("--register", default=None, help="Save as ROOT/predictors/NAME.json for `assay forecast`.")
 @root_option
-@click.pass_context
 def fit_ladder(
-    ctx, runs, lm_eval, out, hold_out, no_backtest, per_task_exponents, min_tokens_per_param, register, root
+    runs, lm_eval, out, hold_out, no_backtest, per_task_exponents, min_tokens_per_param, register, root
 ):
     """Fit task-ladder scaling laws (Bhagia et al. 2024) on ladder runs and save them as JSON.
 
@@ -89,12 +90,9 @@ def fit_ladder(
 
     Example: assay fit ladder --runs '../shared/data/eval_results/olmo_ladder/ladder-runs/*.csv' --out ladder.json
     """
-    from assay.corpora.atomic import write_json_atomic
     from assay.predictors.ladder import LadderOptions, LadderPredictor
 
-    root_given = ctx.get_parameter_source("root") == click.core.ParameterSource.COMMANDLINE
-    if register and not root_given:
-        raise click.UsageError("--register NAME needs --root ROOT: it saves ROOT/predictors/NAME.json")
+    targets = fit_targets(out, register, root)
     table = _read_runs(runs, lm_eval)
     options = LadderOptions(
         shared_exponents=not per_task_exponents, min_tokens_per_param=min_tokens_per_param
@@ -107,17 +105,12 @@ def fit_ladder(
         predictor.fit(table)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
-    saved = predictor.to_json()
-    write_json_atomic(out, saved)
     fitted = predictor.fitted_on_
     click.echo(
         f"fitted {len(predictor.fits_)} tasks on {fitted['runs']} runs ({fitted['checkpoints']} checkpoints, "
-        f"{len(fitted['sizes'])} sizes) -> {out}"
+        f"{len(fitted['sizes'])} sizes)"
     )
-    if register:
-        target = Path(root) / "predictors" / f"{register}.json"
-        write_json_atomic(target, saved)
-        click.echo(f"registered as {register} -> {target}")
+    save_fit(predictor.to_json(), targets)
 
 
 @click.command("ladder")

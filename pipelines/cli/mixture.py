@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from assay.corpora.atomic import write_json_atomic
-from assay.pipelines.cli.common import load_fit, root_option
+from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -76,8 +76,7 @@ def fit_mixture(
     """
     from assay.predictors.mixture import MixturePredictor
 
-    if out is None and register is None:
-        raise click.UsageError("give --out FILE, --register NAME, or both")
+    targets = fit_targets(out, register, root)
     if (test_mixtures is None) != (test_losses is None):
         raise click.UsageError("give both --test-mixtures and --test-losses, or neither")
     table = _table(mixtures, losses)
@@ -94,15 +93,11 @@ def fit_mixture(
         except ValueError as err:
             raise click.ClickException(f"{test_mixtures.name} + {test_losses.name}: {err}") from err
         doc["backtest"]["held_out"] = {"mixtures": str(test_mixtures), "losses": str(test_losses), **held}
-    targets = [out] if out else []
-    if register:
-        targets.append(Path(root) / "predictors" / f"{register}.json")
-    for path in targets:
-        write_json_atomic(path, doc)
+    save_fit(doc, targets)
 
     f = doc["fitted_on"]
     click.echo(
-        f"{method} on {f['n_mixtures']} mixtures × {len(f['domains'])} domains -> {target} "
+        f"{method} on {f['n_mixtures']} mixtures × {len(f['domains'])} domains "
         f"({len(f['target_columns'])} loss column{'s' if len(f['target_columns']) > 1 else ''})"
     )
     click.echo(f"  out-of-fold ({folds} folds): {_metrics(doc['backtest']['out_of_fold'])}")
@@ -111,8 +106,6 @@ def fit_mixture(
         click.echo(f"  held out ({h['n']} mixtures): {_metrics(h)}, interval coverage {h['coverage']:.2f}")
     low, high = doc["interval"]["residual_quantiles"]
     click.echo(f"  {100 * model.interval:.0f}% interval: prediction {low:+.4f} / {high:+.4f}")
-    for path in targets:
-        click.echo(f"wrote {path}")
 
 
 @click.command("mixture")

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from assay.corpora.facts import read_fact_counts
-from assay.pipelines.cli.common import load_fit, root_option
+from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
 from assay.predictors.smi_cross import DAMPING, TREND_SIZES
 
 
@@ -87,8 +87,8 @@ def _load_fit(fit: str, root):
     help="FILE:SIZE, e.g. pythia-12b.json.gz:12e9 (per-fact counts + acc); repeat for more sizes. "
     "SIZE may be left out when the file name carries it.",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Fit JSON to write.")
-@click.option("--register", default=None, help="Also save a copy as ROOT/predictors/NAME.json.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Fit JSON to write.")
+@click.option("--register", default=None, help="Save as ROOT/predictors/NAME.json for `assay forecast`.")
 @click.option(
     "--weighting",
     type=click.Choice(["bins", "facts"]),
@@ -105,10 +105,10 @@ def fit_smi(root, models, out, register, weighting, damping, trend_sizes, no_bac
     Prints, per model, R², slope, intercept, MSE and upper bound of CO-OCCUR, MI and SMI as the
     paper defines them, then the backtest, and writes the fit as JSON.
     """
-    from assay.corpora.atomic import write_json_atomic
     from assay.predictors.smi import SMIPredictor
     from assay.predictors.smi_data import load_model_table
 
+    targets = fit_targets(out, register, root)
     specs = [_model_spec(s) for s in models]
     for path, _ in specs:
         if not path.exists():
@@ -121,13 +121,7 @@ def fit_smi(root, models, out, register, weighting, damping, trend_sizes, no_bac
         raise click.UsageError(str(e)) from None
     print_paper_table(predictor)
     click.echo(describe_backtest(predictor.backtest_))
-    d = predictor.to_json()
-    write_json_atomic(out, d)
-    click.echo(f"wrote {out}")
-    if register:
-        target = Path(root) / "predictors" / f"{register}.json"
-        write_json_atomic(target, d)
-        click.echo(f"registered {target}")
+    save_fit(predictor.to_json(), targets)
 
 
 @click.command("smi")

@@ -234,3 +234,19 @@ def test_builtin_pool_baseline(root, tmp_path):
         and "no mixture 'random'" in res.output
         and "`pool` is the whole corpus" in res.output
     )
+
+
+@pytest.mark.parametrize("verb", ["transfer", "smi"])
+def test_register_without_out(tmp_path, verb):
+    root = tmp_path / "root"
+    if verb == "transfer":
+        args = ["fit", "transfer", "--runs", str(FIXTURES / "ladder" / "*.csv")]
+    else:
+        smi = REPO.parent / "shared" / "data" / "eval_results" / "smi"
+        files = sorted(smi.glob("**/pythia-1.4b*.json*")) + sorted(smi.glob("**/pythia-2.8b*.json*"))
+        if len(files) < 2:
+            pytest.skip("needs the SMI results in ../shared/data")
+        args = ["fit", "smi", "--no-backtest", *(x for f in files[:2] for x in ("--model", str(f)))]
+    res = CliRunner().invoke(main, [*args, "--register", "x"], env={"ASSAY_ROOT": str(root)})
+    assert res.exit_code == 0, res.output
+    assert json.loads((root / "predictors" / "x.json").read_text())["kind"] == verb

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -256,11 +257,14 @@ def test_cli_register_and_long_table_input(ladder, tmp_path):
     long_csv = tmp_path / "runs.csv"
     ladder.filter(pl.col("task").is_in(["piqa", "hellaswag"])).drop("size").write_csv(long_csv)
     runner = CliRunner()
-    args = ["fit", "ladder", "--runs", str(long_csv), "--out", str(tmp_path / "l.json"), "--register", "olmo"]
+    args = ["fit", "ladder", "--runs", str(long_csv)]
     res = runner.invoke(main, args)
-    assert res.exit_code != 0 and "--root" in res.output
-    res = runner.invoke(main, args + ["--root", str(tmp_path / "root")])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2 and "give --out FILE, --register NAME" in res.output
+    # $ASSAY_ROOT is the root, as for every verb; nothing lands in the working directory
+    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
+        res = runner.invoke(main, [*args, "--register", "olmo"], env={"ASSAY_ROOT": str(tmp_path / "root")})
+        assert res.exit_code == 0, res.output
+        assert list(Path(cwd).iterdir()) == []
     assert (tmp_path / "root" / "predictors" / "olmo.json").exists()
     res = runner.invoke(
         main, ["forecast", "ladder", "--fit", "olmo", "--root", str(tmp_path / "root"), "--n", "7e9", "--d", "2e12", "--format", "json"]
