@@ -164,7 +164,16 @@ class _GroupWithDefault(LazyGroup):
         if "assay_default_args" in ctx.meta:
             default = _load(self.target)
             args = ctx.meta.pop("assay_default_args")
-            return default.main(args, prog_name=ctx.command_path, standalone_mode=False)
+            if any(a in ctx.help_option_names for a in args):
+                # the default command's own options, then the sub-verbs it shares its name with
+                help_ctx = click.Context(default, info_name=ctx.info_name, parent=ctx.parent)
+                formatter = ctx.make_formatter()
+                self.format_commands(ctx, formatter)
+                click.echo(default.get_help(help_ctx) + "\n\n" + formatter.getvalue().rstrip())
+                ctx.exit(0)
+            # a child context of the parent, so -h and the other inherited settings hold
+            with default.make_context(ctx.info_name, args, parent=ctx.parent) as sub:
+                return default.invoke(sub)
         return super().invoke(ctx)
 
 

@@ -14,11 +14,15 @@ from conftest import FIXTURES, REPO
 from assay.pipelines.cli import COMMANDS, main
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
 @pytest.mark.parametrize("path", sorted(COMMANDS))
-def test_every_verb_has_help(path):
-    result = CliRunner().invoke(main, [*path.split(" "), "--help"])
+def test_every_verb_has_help(path, flag):
+    result = CliRunner().invoke(main, [*path.split(" "), flag])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+    children = sorted(p.split(" ")[-1] for p in COMMANDS if p.startswith(path + " "))
+    if children:  # a verb with sub-verbs lists them, even when it also runs on its own
+        assert "Commands:" in result.output and all(c in result.output for c in children)
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
@@ -95,3 +99,10 @@ def test_annotate_match_word_selects_word_bounded_facts(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "root" / "triples" / "facts_trex_word").is_dir()
     assert not (tmp_path / "root" / "triples" / "facts_trex").exists()
+
+
+def test_annotate_help_lists_every_builtin_scorer():
+    from assay.scorers.registry import SCORERS
+
+    out = CliRunner().invoke(main, ["annotate", "--help"]).output
+    assert all(f"\n    {name}" in out for name in SCORERS), out
