@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from assay.corpora import progress
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.catalog import refresh_catalog
 from assay.corpora.manifest import load_manifest, require_root, save_manifest, tool_versions
@@ -120,10 +121,12 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
         errors_before = getattr(scorer, "errors", 0)
         pieces: dict[str, list[pa.Table]] = {k: [] for k in outputs}
         n_docs = 0
+        done_before = sum(docs.values())
         for batch in _input_batches(
             root_p, shard, list(input_columns(scorer)), settings.get("batch_size") or 2048
         ):
             n_docs += batch.num_rows
+            progress.report(done_before + n_docs)
             if is_extractor(scorer):
                 result = scorer.extract(batch)
                 for k, table in result.items() if isinstance(result, dict) else [(scorer.name, result)]:
@@ -139,6 +142,7 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
         timings[scorer.name] = round(time.time() - started, 3)
         docs[scorer.name] = n_docs
         errors[scorer.name] = int(getattr(scorer, "errors", 0) - errors_before)
+    progress.report(sum(docs.values()), final=True)
     record = {"unit": unit_index, "shard": shard, "docs": docs, "errors": errors, "seconds": timings}
     write_json_atomic(record_path, record)
     return record
@@ -201,6 +205,7 @@ def annotate(
             count_done,
             label,
             quiet=quiet,
+            totals={"docs": _docs_to_score(root, manifest, scorers)},
         )
     except WorkUnitsFailed:
         # the run is recorded as failed (units that did not finish are its errors); rerun resumes
@@ -226,6 +231,16 @@ def annotate(
     shutil.rmtree(record_dir, ignore_errors=True)
     refresh_catalog(root)
     return {k: run[k] for k in ("scorers", "stale_recomputed", "docs", "errors", "seconds")}
+
+
+def _docs_to_score(root: Path, manifest: dict, scorers: list) -> int:
+    """Documents x scorers still to score: what the progress bar counts up to."""
+    total = 0
+    for shard in manifest["shards"]:
+        part = Path(shard["name"]).name
+        missing = sum(not all(p.exists() for p in output_paths(root, s, part).values()) for s in scorers)
+        total += shard["rows"] * missing
+    return total
 
 
 def _run_record(key, started, seconds, config, scorers, record_dir: Path, stale: list[str]) -> dict:
