@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from assay.pipelines.cli.common import root_option
 
 
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # read by ExecutorConfig: datatrove's own task logs go to the terminal too
+        os.environ["ASSAY_VERBOSE"] = "1"
+
+
 def executor_options(f):
+    f = click.option(
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_verbose,
+        help="Also show datatrove's task logs (always kept in ROOT/.assay/logs/).",
+    )(f)
     f = click.option(
         "--executor-opt",
         "executor_opts",
@@ -54,6 +67,11 @@ def _console():
 @click.option("--id-field", default="id", show_default=True, help="Field holding the id (derived if absent).")
 @click.option("--url-field", default="url", show_default=True)
 @click.option("--source", default=None, help="Source name for records without a `source` field [file name].")
+@click.option(
+    "--id-prefix",
+    default=None,
+    help="Derived ids become PREFIX/<path under the named folder>:<line> (else the path from the current directory).",
+)
 @click.option("--shard-rows", default=100_000, show_default=True, help="Maximum documents per shard.")
 @click.option("--shard-mb", default=512, show_default=True, help="Maximum text megabytes per shard.")
 @click.option(
@@ -68,6 +86,7 @@ def ingest(
     id_field,
     url_field,
     source,
+    id_prefix,
     shard_rows,
     shard_mb,
     max_record_mb,
@@ -76,10 +95,12 @@ def ingest(
     workers,
     executor_opts,
 ):
-    """Read INPUTS (JSONL[.gz|.zst], Parquet, WARC; files, folders, globs, fsspec URLs) into docs shards.
+    """Read INPUTS (JSONL[.gz|.zst], Parquet, Arrow, WARC; files, folders, globs, fsspec URLs) into docs shards.
 
-    Records that cannot become documents go to quarantine/ with a reason; the command prints,
-    per input, records read = documents written + records quarantined. A rerun resumes.
+    hf:PATH[:split] reads a Hugging Face dataset saved with save_to_disk, or a hub-style folder of
+    Parquet/JSONL/Arrow shards. Records that cannot become documents go to quarantine/ with a
+    reason; the command prints, per input, records read = documents written + records
+    quarantined, and any files it skipped. A rerun resumes.
     """
     from assay.corpora.ingest import IngestOptions
     from assay.pipelines.ingest import ingest as run_ingest
@@ -89,6 +110,7 @@ def ingest(
         id_field=id_field,
         url_field=url_field,
         source=source,
+        id_prefix=id_prefix,
         shard_rows=shard_rows,
         shard_bytes=shard_mb * 1024 * 1024,
         max_record_bytes=max_record_mb * 1024 * 1024,
@@ -116,7 +138,14 @@ def ingest(
     table.add_row(
         "total", str(summary["records_read"]), str(summary["docs"]), str(summary["quarantined"]), ""
     )
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    if summary["skipped"]:
+        console.print(f"[yellow]skipped {len(summary['skipped'])} file(s) that are not inputs:[/yellow]")
+        for skip in summary["skipped"]:
+            console.print(
+                f"  {skip['path']}: {skip['reason']}", markup=False, highlight=False, soft_wrap=True
+            )
 
 
 @click.command()
@@ -144,20 +173,34 @@ def annotate(root, scorers, device, batch_size, match, executor, workers, execut
     """Run scorers over every docs shard into annotations/<scorer>/ (extractors: triples/<name>/).
 
     Finished shards are skipped; a scorer whose version changed is recomputed from scratch.
+
+    \b
+    Scorers (--scorer SPEC, repeatable):
+      stats                      chars, bytes, words, lines, tokens_est
+      heuristics                 Gopher / C4 / FineWeb / RedPajama signals, *_keep and *_reason
+      language                   lang, lang_score, lang2, lang2_score (fastText lid.176)
+      fasttext:MODEL.bin         <stem>_p_positive from `assay train fasttext`
+      facts:NAME[:word]          fact mentions of a set from `assay facts add` (side table)
+      triples[:k=v,...]          spaCy triples + entities; model=, n_process=, languages=en+de, max_chars=
+      cluster:k=K,columns=a+b    k-means cluster per document; or embeddings=SET[:COLUMN];
+                                 also seed=, sample=N|all, algorithm=minibatch|lloyd
+      datatrove:Class[:k=v,...]  any datatrove filter as <name>_keep, <name>_reason; name=, lines:FILE, py:mod:attr
+      module.path:Class[:ARG]    a scorer from another package (contract: assay.scorers.base)
+      NAME[:ARG]                 a scorer another package registers (entry points "assay.scorers")
     """
     from assay.pipelines.annotate import annotate as run_annotate
 
     if match == "word":
         scorers = tuple(s + ":word" if s.startswith("facts:") and s.count(":") == 1 else s for s in scorers)
-    try:
-        summary = run_annotate(
-            root, list(scorers), _config(executor, workers, executor_opts), device, batch_size
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    summary = run_annotate(root, list(scorers), _config(executor, workers, executor_opts), device, batch_size)
     for name, s in summary["scorers"].items():
-        rate = f"{s['docs_per_s']:.0f} docs/s" if s["docs_per_s"] else "up to date"
-        click.echo(f"{name} v{s['version']}: {summary['docs']} docs, {s['seconds']:.2f} s, {rate}")
+        if not s["docs"]:
+            click.echo(f"{name} v{s['version']}: up to date")
+            continue
+        errors = f", {s['errors']:,} documents could not be scored" if s["errors"] else ""
+        click.echo(
+            f"{name} v{s['version']}: {s['docs']:,} docs, {s['seconds']:.2f} s, {s['docs_per_s']:,.0f} docs/s{errors}"
+        )
     if summary["stale_recomputed"]:
         click.echo(f"recomputed stale annotation sets: {', '.join(summary['stale_recomputed'])}")
 
@@ -177,62 +220,109 @@ def annotate(root, scorers, device, batch_size, match, executor, workers, execut
 def sql(query, root, fmt, out, max_rows):
     """Run QUERY on the catalog (views docs, annotations, quarantine, triples, fact_counts, mixtures).
 
-    The catalog is opened read-only: statements that write are refused.
+    The catalog is opened read-only: statements that write are refused. Results stream: with
+    --out, DuckDB's COPY writes csv / json / parquet without holding the result in memory.
+    Repeated output names (SELECT d.id, a.* ...) become id, id_1, as in DuckDB.
     """
-    from assay.corpora.catalog import ReadOnlyError, run_query
+    from assay.corpora.catalog import COPY_FORMATS, copy_query, query_reader
 
-    try:
-        result = run_query(root, query)
-    except ReadOnlyError as exc:
-        raise click.ClickException(str(exc)) from None
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # DuckDB's own parser/binder errors are clear; show them plainly
-        if type(exc).__module__.startswith("_duckdb") or "duckdb" in type(exc).__module__:
-            raise click.ClickException(str(exc)) from None
-        raise
-    write_result(result, fmt, out, max_rows)
-
-
-def write_result(result, fmt: str, out: str | None, max_rows: int = 50) -> None:
-    """Print or save an Arrow table in the requested format."""
-    import polars as pl
-
-    df = pl.from_arrow(result)
-    if fmt == "parquet":
-        if not out:
-            raise click.ClickException("--format parquet needs --out FILE")
-        from assay.corpora.shards import write_table_atomic
-
-        write_table_atomic(result, out)
+    if out and fmt in COPY_FORMATS:
+        rows = copy_query(root, query, out, fmt)
+        click.echo(f"{rows:,} rows -> {out}", err=True)
         return
-    if fmt == "csv":
-        text = df.write_csv()
-    elif fmt == "json":
-        text = df.write_json()
-    else:
-        with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
-            text = str(df)
-    if out:
-        from assay.corpora.atomic import write_bytes_atomic
+    if fmt == "parquet":
+        raise click.UsageError("--format parquet needs --out FILE")
+    with query_reader(root, query) as reader:
+        write_result(reader, fmt, out, max_rows)
 
-        write_bytes_atomic(out, text.encode())
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+def write_result(reader, fmt: str, out: str | None, max_rows: int = 50) -> None:
+    """Print Arrow batches as a table (the first max_rows rows), CSV or a JSON array, streaming."""
+    import orjson
+    import polars as pl
+    import pyarrow as pa
+
+    if fmt == "table":
+        batches, n = [], 0
+        for batch in reader:
+            batches.append(batch)
+            n += batch.num_rows
+            if n > max_rows:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema).slice(0, max_rows)
+        with pl.Config(tbl_rows=max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            text = str(pl.from_arrow(table)) + "\n"
+        if n > max_rows:
+            text += f"(first {max_rows} rows; --max-rows N for more, --format csv --out FILE for all)\n"
+        if out:
+            from assay.corpora.atomic import write_bytes_atomic
+
+            write_bytes_atomic(out, text.encode())
+        else:
+            sys.stdout.write(text)
+        return
+    stream = sys.stdout.buffer
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        with pacsv.CSVWriter(stream, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    else:  # json: one array of row objects
+        stream.write(b"[")
+        first = True
+        for batch in reader:
+            for row in batch.to_pylist():
+                stream.write((b"" if first else b",\n") + orjson.dumps(row, default=str))
+                first = False
+        stream.write(b"]\n")
+    stream.flush()
 
 
 @click.command()
 @root_option
 def status(root):
-    """Show the corpus root: shards, annotation sets with versions, quarantine and recent runs."""
-    from assay.corpora.manifest import load_manifest
+    """Show the corpus root: shards, annotation sets (done, incomplete, stale), quarantine, runs."""
+    from assay.corpora.manifest import load_manifest, require_root
 
-    m = load_manifest(root)
+    m = load_manifest(require_root(root))
+    shards = {Path(s["name"]).name for s in m["shards"]}
     docs = sum(s["rows"] for s in m["shards"])
     q = sum(s["rows"] or 0 for s in m["quarantine"])
     click.echo(f"root: {os.path.abspath(root)}")
-    click.echo(f"docs: {docs} in {len(m['shards'])} shards; quarantined: {q}")
+    click.echo(f"docs: {docs:,} in {len(shards)} shards; quarantined: {q:,}")
     for name, a in m["annotations"].items():
-        click.echo(f"  {a['kind']} {name} v{a['version']}: {len(a['shards'])}/{len(m['shards'])} shards")
+        done = _shards_done(name, a, shards)
+        notes = []
+        if done < len(shards):
+            notes.append(f"incomplete: run `assay annotate --scorer {a['spec']}`")
+        current = _current_version(a["spec"], root)
+        if current is not None and current != a["version"]:
+            notes.append(f"stale: this Assay writes v{current}; the next annotate recomputes it")
+        suffix = f"  ({'; '.join(notes)})" if notes else ""
+        click.echo(f"  {a['kind']} {name} v{a['version']}: {done}/{len(shards)} shards{suffix}")
     for r in m["runs"][-5:]:
-        click.echo(f"  run {r['stage']} {r.get('run')} {r.get('started')} {r.get('seconds')} s")
+        state = "" if r.get("status", "done") == "done" else f" [{r['status']}]"
+        click.echo(f"  run {r['stage']} {r.get('run')} {r.get('started')} {r.get('seconds')} s{state}")
+
+
+def _shards_done(name: str, entry: dict, shards: set[str]) -> int:
+    """Docs shards with every table of the set written (an extractor records one key per table)."""
+    tables = entry.get("columns") or {name: None}
+    keys = set(entry["shards"])
+    return sum(all((part if t == name else f"{t}/{part}") in keys for t in tables) for part in shards)
+
+
+# Scorers whose version is cheap to know without loading a model or fitting anything.
+_CHEAP_VERSIONS = ("stats", "heuristics", "language", "fasttext", "datatrove")
+
+
+def _current_version(spec: str, root: str) -> str | None:
+    from assay.scorers.registry import make_scorer, parse_spec
+
+    if parse_spec(spec)[0] not in _CHEAP_VERSIONS:
+        return None
+    try:
+        return make_scorer(spec, root).version
+    except (ValueError, OSError):  # a model file moved away: annotate will say so
+        return None
