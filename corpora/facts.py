@@ -227,9 +227,10 @@ def add_fact_set(
 ) -> dict[str, Any]:
     """Read a fact file into ``facts/NAME.parquet``; replacing a set drops its stale mention tables."""
     from assay.corpora.catalog import refresh_catalog
+    from assay.corpora.manifest import require_root
     from assay.corpora.shards import write_table_atomic
 
-    root = Path(root)
+    root = require_root(root)
     check_name(name)
     target = fact_set_path(root, name)
     if target.exists() and not replace:

@@ -31,7 +31,10 @@ BAD: dict[str, list[list[str]]] = {
     "train fasttext": [
         ["--root", "{nowhere}", "--positive", "true", "--negative", "false", "--out", "{nowhere}/m.bin"]
     ],
-    "facts add": [["x", "{nowhere}/missing.json", "--root", "{root}"]],
+    "facts add": [
+        ["x", "{nowhere}/missing.json", "--root", "{root}"],
+        ["x", "{trex}", "--root", "{nowhere}"],
+    ],
     "facts list": [["--root", "{nowhere}"]],
     "select": [
         ["--recipe", "{nowhere}/missing.yaml", "--name", "m", "--root", "{root}"],
@@ -74,7 +77,8 @@ def test_bad_arguments_give_one_clear_line(root, tmp_path, verb, case):
     wrong.write_text(json.dumps({"not": "a table"}) + "\n")
     nowhere = tmp_path / "not-a-root"
     nowhere.mkdir()
-    args = [a.format(root=root, nowhere=nowhere, file=wrong) for a in BAD[verb][case]]
+    trex = REPO / "tests" / "fixtures" / "facts" / "trex" / "P17.jsonl"
+    args = [a.format(root=root, nowhere=nowhere, file=wrong, trex=trex) for a in BAD[verb][case]]
     result = CliRunner().invoke(main, [*verb.split(" "), *args])
     assert result.exit_code != 0, f"{verb} {args} succeeded:\n{result.output}"
     assert isinstance(result.exception, SystemExit), f"{verb} {args} raised {result.exception!r}"
@@ -82,3 +86,4 @@ def test_bad_arguments_give_one_clear_line(root, tmp_path, verb, case):
     errors = [line for line in lines if line.startswith("Error:")]
     assert len(errors) == 1, result.output
     assert "Traceback" not in result.output and len(errors[0]) < 400, result.output
+    assert not list(nowhere.iterdir()), f"{verb} wrote into a folder that is not a corpus root"
