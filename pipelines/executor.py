@@ -199,8 +199,8 @@ def run_units(
             waiting_on_jobs = config.kind == "slurm"
             while thread.is_alive() or (waiting_on_jobs and not errors and count_done() < len(units)):
                 thread.join(0.25)
-                if not thread.is_alive():
-                    time.sleep(1.0)
+                if waiting_on_jobs and not thread.is_alive():
+                    time.sleep(1.0)  # submitted: poll the unit records, not the submit thread
                 show(report, count_done(), final=False)
             show(report, count_done(), final=True)
     done = count_done()

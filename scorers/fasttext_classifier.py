@@ -123,7 +123,7 @@ def train_classifier(
     dim: int = 100,
     word_ngrams: int = 2,
     min_count: int = 1,
-    bucket: int = 2_000_000,
+    bucket: int | None = None,
     balance: bool = False,
     seed: int = 0,
     thread: int = 1,
@@ -134,8 +134,8 @@ def train_classifier(
 
     The texts may be any iterables (e.g. streamed from DuckDB): they are written to temporary
     files beside ``out_path``, not held in memory. ``bucket`` is fastText's hash space for word
-    n-grams; its default (fastText's own, 2M) makes a ~800 MB model at dim 100, a smaller one
-    suits small training sets. Returns ``out_path``.
+    n-grams. fastText's own default (2M) makes a ~800 MB model at dim 100 whatever the data;
+    ``None`` sizes it from the training data instead (`auto_bucket`). Returns ``out_path``.
     """
     import fasttext
 
@@ -175,6 +175,8 @@ def train_classifier(
                 for i in test_neg:
                     _write_line(f, False, neg, int(i))
 
+        if bucket is None:
+            bucket = auto_bucket(train_file.stat().st_size, word_ngrams)
         model = fasttext.train_supervised(
             input=str(train_file),
             lr=lr,
@@ -240,6 +242,13 @@ def _split(order: np.ndarray, holdout: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_line(f: BinaryIO, positive: bool, spool: _Spool, i: int) -> None:
     f.write((POSITIVE if positive else NEGATIVE).encode() + b" " + spool.line(i))
+
+
+def auto_bucket(train_bytes: int, word_ngrams: int) -> int:
+    """Hash buckets for the training set's word n-grams: about twice the n-grams it can hold
+    (~6 bytes a word), a power of two between 2^12 and fastText's default 2M."""
+    ngrams = max(train_bytes // 6, 1) * max(word_ngrams - 1, 1)
+    return int(min(2_000_000, max(4096, 1 << int(np.ceil(np.log2(2 * ngrams))))))
 
 
 def _accuracy(model: Any, heldout_file: Path, batch: int = 4096) -> float | None:

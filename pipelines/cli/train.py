@@ -71,7 +71,10 @@ def stream_texts(con: Any, sql: str, what: str) -> Iterator[str | None]:
 @click.option("--word-ngrams", default=2, show_default=True, type=int)
 @click.option("--min-count", default=1, show_default=True, type=int)
 @click.option(
-    "--bucket", default=2_000_000, show_default=True, type=int, help="Hash buckets for word n-grams."
+    "--bucket",
+    default=None,
+    type=int,
+    help="Hash buckets for word n-grams (default: sized from the training data, at most fastText's 2M).",
 )
 @click.option("--max-docs", default=None, type=int, help="At most this many documents per class.")
 @click.option("--holdout", default=0.1, show_default=True, type=float, help="Share held out for accuracy.")
@@ -150,4 +153,12 @@ def train_fasttext(
         f"{counts.get('positive_heldout', 0) + counts.get('negative_heldout', 0):,}"
     )
     click.echo(f"annotation set {scorer.name} (version {scorer.version}), column {scorer.column}")
+    n_pos, n_neg = counts.get("positive_heldout", 0), counts.get("negative_heldout", 0)
+    chance = max(n_pos, n_neg) / (n_pos + n_neg) if n_pos + n_neg else None
+    if accuracy is not None and chance is not None and accuracy <= chance + 0.02:
+        click.echo(
+            f"warning: held-out accuracy {accuracy:.3f} is at chance (always guessing the larger class gives "
+            f"{chance:.3f}): the classifier has learned nothing usable from these selections",
+            err=True,
+        )
     click.echo(f"score a corpus: assay annotate --root {root} --scorer fasttext:{path}")

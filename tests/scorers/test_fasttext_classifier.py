@@ -276,3 +276,25 @@ def test_cli_trains_from_sql_and_retraining_marks_annotations_stale(fixtures, tm
     output, second = annotate()
     assert "stale" in output and "fasttext_style" in output
     assert second.keys() == first.keys() and second != first
+
+
+def test_small_training_sets_get_small_models_and_chance_is_flagged(fixtures, tmp_path):
+    from click.testing import CliRunner
+
+    from assay.pipelines.cli import main
+    from assay.scorers.fasttext_classifier import auto_bucket
+
+    assert auto_bucket(10_000, 2) == 4096 and auto_bucket(10**10, 2) == 2_000_000
+    runner = CliRunner()
+    root, model = tmp_path / "root", tmp_path / "m.bin"
+    src = fixtures / "fasttext" / "shakespeare.jsonl"
+    assert runner.invoke(main, ["ingest", "--root", str(root), str(src)]).exit_code == 0
+    # two halves of the same source: nothing to learn, and a 36-document model, not 800 MB
+    args = ["train", "fasttext", "--root", str(root), "--out", str(model), "--max-docs", "18"]
+    args += ["--positive", "id < 'shakespeare-2'", "--negative", "id >= 'shakespeare-2'"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert model.stat().st_size < 5_000_000
+    assert json.loads(sidecar_path(model).read_text())["hyperparameters"]["bucket"] == 4096
+    record = json.loads(sidecar_path(model).read_text())
+    assert record["heldout_accuracy"] == 0.5 and "is at chance" in result.output
