@@ -19,14 +19,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from assay.corpora import progress
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
+from assay.corpora.inputs import InputFile
 from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
-from assay.corpora.readers import detect_format, read_jsonl, read_parquet, read_warc
+from assay.corpora.readers import detect_format, read_arrow, read_jsonl, read_parquet, read_warc
 from assay.corpora.records import FieldMap
 from assay.corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
 from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
-
-INPUT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet", ".warc", ".arc")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class IngestOptions:
     url_field: str = "url"
     source_field: str = "source"
     source: str | None = None
+    id_prefix: str | None = None  # derived ids become <prefix>/<path under the named folder>:<offset>
     shard_rows: int = 100_000
     shard_bytes: int = 512 * 1024 * 1024
     unit_rows: int = 1_000_000  # big Parquet inputs are split into units of about this many rows
@@ -57,78 +58,55 @@ class IngestOptions:
 # ---------------------------------------------------------------- planning
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files named by paths, directories or globs (local or any fsspec URL), sorted, de-duplicated."""
-    import fsspec
-
-    found: list[str] = []
-    for spec in inputs:
-        fs, path = fsspec.core.url_to_fs(spec)
-        proto = spec.split("://")[0] + "://" if "://" in spec else ""
-        if any(ch in path for ch in "*?["):
-            matches = sorted(fs.glob(path))
-        elif fs.isdir(path):
-            matches = sorted(p for p in fs.find(path) if _is_input(p))
-        elif fs.exists(path):
-            matches = [path]
-        else:
-            raise FileNotFoundError(f"{spec}: no such file, directory or glob match")
-        if not matches:
-            raise FileNotFoundError(f"{spec}: matched no input files")
-        found.extend(proto + m if proto and not m.startswith(proto) else m for m in matches)
-    unique = list(dict.fromkeys(found))
-    return unique
-
-
-def _is_input(path: str) -> bool:
-    name = path.lower()
-    for ext in (".gz", ".zst", ".zstd"):
-        name = name.removesuffix(ext)
-    return name.endswith(INPUT_SUFFIXES)
-
-
 def default_source(key: str) -> str:
     """A file's source name: its base name without format extensions (cc_en_head-0091)."""
     name = PurePosixPath(key).name
-    for ext in (".gz", ".zst", ".zstd", ".jsonl", ".json", ".ndjson", ".parquet", ".warc", ".arc"):
+    for ext in (".gz", ".zst", ".zstd", ".jsonl", ".json", ".ndjson", ".parquet", ".arrow", ".warc", ".arc"):
         name = name.removesuffix(ext)
     return name
 
 
-def _input_keys(files: list[str]) -> list[str]:
-    """Short stable names: each path relative to the inputs' common folder."""
-    parents = [str(PurePosixPath(f.split("://")[-1]).parent) for f in files]
-    common = os.path.commonpath(parents) if len(set(parents)) > 1 else parents[0]
-    return [str(PurePosixPath(f.split("://")[-1]).relative_to(common)) for f in files]
-
-
-def plan_units(files: list[str], options: IngestOptions) -> list[dict[str, Any]]:
+def plan_units(files: list[InputFile], options: IngestOptions) -> list[dict[str, Any]]:
     """One unit per input file; big Parquet files split by row-group ranges."""
     import fsspec
 
     units = []
-    for path, key in zip(files, _input_keys(files)):
-        kind, compression = detect_format(path)
-        fs, fpath = fsspec.core.url_to_fs(path)
+    for file in files:
+        kind, compression = detect_format(file.path)
+        fs, fpath = fsspec.core.url_to_fs(file.path)
         size = fs.size(fpath)
-        base = {"path": path, "key": key, "kind": kind, "compression": compression, "bytes": size}
-        if kind == "parquet" and compression is None:
-            import pyarrow.parquet as pq
-
-            with fs.open(fpath, "rb") as f:
-                meta = pq.ParquetFile(f).metadata
-            group, rows = [], 0
-            for g in range(meta.num_row_groups):
-                group.append(g)
-                rows += meta.row_group(g).num_rows
-                if rows >= options.unit_rows:
-                    units.append({**base, "row_groups": group})
-                    group, rows = [], 0
-            if group or not units or units[-1]["path"] != path:
-                units.append({**base, "row_groups": group})
-        else:
+        base = {"path": file.path, "key": file.key, "kind": kind, "compression": compression, "bytes": size}
+        if file.source:
+            base["source"] = file.source
+        meta = _parquet_metadata(fs, fpath, file.path) if kind == "parquet" else None
+        if meta is None:  # not Parquet, or a Parquet file cut short: one unit, which quarantines it
             units.append(base)
+            continue
+        group, rows = [], 0
+        for g in range(meta.num_row_groups):
+            group.append(g)
+            rows += meta.row_group(g).num_rows
+            if rows >= options.unit_rows:
+                units.append({**base, "row_groups": group})
+                group, rows = [], 0
+        if group or not units or units[-1]["path"] != file.path:
+            units.append({**base, "row_groups": group})
     return units
+
+
+def _parquet_metadata(fs, fpath: str, path: str):
+    """The file's Parquet metadata; None when its footer is unreadable (a file cut short)."""
+    import pyarrow.parquet as pq
+
+    with fs.open(fpath, "rb") as f:
+        head = f.read(4)
+        if len(head) == 4 and head != b"PAR1":
+            raise ValueError(f"{path}: not a Parquet file (it does not start with PAR1)")
+        f.seek(0)
+        try:
+            return pq.ParquetFile(f).metadata
+        except (pa.ArrowInvalid, OSError):
+            return None
 
 
 def run_key(units: list[dict], options: IngestOptions) -> str:
@@ -158,7 +136,7 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
     if opts.source is None:
         from dataclasses import replace
 
-        fields = replace(fields, default_source=default_source(unit["key"]))
+        fields = replace(fields, default_source=unit.get("source") or default_source(unit["key"]))
     stage = root_p / "docs" / ".staging" / key
     writer = ShardWriter(
         stage,
@@ -176,13 +154,12 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
             blocks = read_jsonl(raw, unit["compression"], fields, unit["path"], unit["key"])
         elif unit["kind"] == "parquet":
             blocks = read_parquet(raw, fields, unit["path"], unit["key"], unit.get("row_groups"))
+        elif unit["kind"] == "arrow":
+            blocks = read_arrow(raw, fields, unit["path"], unit["key"])
         else:
-            stream = raw
-            if unit["compression"] == "gzip":
-                import gzip
-
-                stream = gzip.GzipFile(fileobj=raw)
-            blocks = read_warc(stream, fields, unit["path"], unit["key"])
+            blocks = read_warc(raw, unit["compression"], fields, unit["path"], unit["key"])
+        share = int(unit.get("bytes_share", unit.get("bytes", 0)))
+        streamed = unit["kind"] in ("jsonl", "warc")  # the read position tells how far it got
         try:
             for block in blocks:
                 n_read += block.n_read
@@ -191,10 +168,12 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
                     writer.write(block.docs)
                 if block.quarantine.num_rows:
                     quarantined.append(block.quarantine)
+                progress.report(n_read, min(raw.tell(), share) if streamed else 0)
         except BaseException:
             writer.abort()
             raise
     shards = writer.close()
+    progress.report(n_read, share, final=True)
     n_quarantined = sum(t.num_rows for t in quarantined)
     if quarantined:
         write_table_atomic(pa.concat_tables(quarantined), stage / f"q{index:05d}.parquet")

@@ -15,8 +15,15 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from assay.corpora.records import PRE_ENCODED_META, FieldMap, QuarantineBuffer, build_docs, text_problems
-from assay.corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
+from assay.corpora.records import (
+    PRE_ENCODED_META,
+    FieldMap,
+    QuarantineBuffer,
+    build_docs,
+    json_default,
+    text_problems,
+)
+from assay.corpora.schema import DOCS_SCHEMA
 
 BLOCK_BYTES = 8 * 1024 * 1024
 
@@ -28,20 +35,40 @@ class Block:
     n_read: int
 
 
-def detect_format(path: str) -> tuple[str, str | None]:
-    """(kind, compression) from the file name: jsonl|parquet|warc and gzip|zstd|None."""
+def format_of(path: str) -> tuple[str, str | None] | None:
+    """(kind, compression) from the file name, or None when Assay does not read such files.
+
+    kind is jsonl|parquet|warc|arrow, compression gzip|zstd|None. A compressed Parquet or Arrow
+    file is a ValueError: both need random access (and compress their pages themselves).
+    """
     name = path.lower()
     compression = None
     for ext, comp in ((".gz", "gzip"), (".zst", "zstd"), (".zstd", "zstd")):
         if name.endswith(ext):
             compression, name = comp, name[: -len(ext)]
-    if name.endswith(".parquet"):
-        return "parquet", compression
-    if name.endswith(".warc") or name.endswith(".arc"):
+    if name.endswith((".parquet", ".arrow")):
+        kind = "parquet" if name.endswith(".parquet") else "arrow"
+        if compression:
+            raise ValueError(
+                f"{path}: a {compression}-compressed {kind.title()} file cannot be read (it needs random "
+                f"access); decompress it first, e.g. `{'gunzip' if compression == 'gzip' else 'unzstd'} -k {path}`"
+            )
+        return kind, None
+    if name.endswith((".warc", ".arc")):
         return "warc", compression
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl", compression
-    raise ValueError(f"{path}: unknown input format (expected .jsonl[.gz|.zst], .parquet or .warc.gz)")
+    return None
+
+
+def detect_format(path: str) -> tuple[str, str | None]:
+    """Like format_of, but an unknown format is a ValueError."""
+    found = format_of(path)
+    if found is None:
+        raise ValueError(
+            f"{path}: unknown input format (expected .jsonl[.gz|.zst], .parquet, .arrow or .warc[.gz])"
+        )
+    return found
 
 
 # ---------------------------------------------------------------- decompression with break detection
@@ -331,7 +358,9 @@ REASON_DETAIL = {
 }
 
 
-# ---------------------------------------------------------------- Parquet
+# ---------------------------------------------------------------- Parquet and Arrow
+
+BATCH_ROWS = 65536
 
 
 def read_parquet(
@@ -341,22 +370,78 @@ def read_parquet(
     input_key: str,
     row_groups: list[int] | None = None,
 ) -> Iterator[Block]:
-    """Stream a Parquet file (optionally a subset of its row groups) in record batches."""
+    """Stream a Parquet file (optionally a subset of its row groups) in record batches.
+
+    A file cut short has lost its footer (the index of its row groups), so nothing in it can be
+    located: it becomes one `truncated` quarantine row.
+    """
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(raw)
-    groups = list(range(pf.num_row_groups)) if row_groups is None else row_groups
     quarantine = QuarantineBuffer(source_file, fields.raw_cap)
+    try:
+        pf = pq.ParquetFile(raw)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raw.seek(0, io.SEEK_END)
+        size = raw.tell()
+        raw.seek(0)
+        head = raw.read(fields.raw_cap)
+        quarantine.add(0, 0, "truncated", f"{size} bytes, Parquet footer unreadable: {exc}", head, size)
+        yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
+        return
+    groups = list(range(pf.num_row_groups)) if row_groups is None else row_groups
     for g in groups:
         first_row = sum(pf.metadata.row_group(i).num_rows for i in range(g))
-        for batch in pf.iter_batches(batch_size=65536, row_groups=[g]):
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[g]):
             table = pa.Table.from_batches([batch])
             offsets = np.arange(first_row, first_row + table.num_rows)
             first_row += table.num_rows
-            yield _parquet_block(table, offsets, fields, source_file, input_key, quarantine)
+            yield _columnar_block(table, offsets, fields, source_file, input_key, quarantine)
 
 
-def _parquet_block(
+def read_arrow(raw: io.BufferedIOBase, fields: FieldMap, source_file: str, input_key: str) -> Iterator[Block]:
+    """Stream an Arrow IPC file: the stream format `datasets.save_to_disk` writes, or the file format.
+
+    A stream cut inside a message keeps every batch before the break and quarantines the rest
+    as one `truncated` row.
+    """
+    quarantine = QuarantineBuffer(source_file, fields.raw_cap)
+    # The file format is the stream format framed by a magic string and a footer.
+    if raw.read(8)[:6] != b"ARROW1":
+        raw.seek(0)
+    pending: list[pa.RecordBatch] = []
+    first_row = n_pending = 0
+    error = None
+    try:
+        for batch in pa.ipc.open_stream(raw):
+            pending.append(batch)
+            n_pending += batch.num_rows
+            if n_pending >= BATCH_ROWS:
+                table = pa.Table.from_batches(pending)
+                yield _columnar_block(
+                    table,
+                    np.arange(first_row, first_row + n_pending),
+                    fields,
+                    source_file,
+                    input_key,
+                    quarantine,
+                )
+                first_row += n_pending
+                pending, n_pending = [], 0
+    except (pa.ArrowInvalid, OSError) as exc:
+        error = exc
+    if pending:
+        table = pa.Table.from_batches(pending)
+        offsets = np.arange(first_row, first_row + n_pending)
+        yield _columnar_block(table, offsets, fields, source_file, input_key, quarantine)
+        first_row += n_pending
+    if error is not None:
+        quarantine.add(
+            first_row, raw.tell(), "truncated", f"Arrow stream breaks after row {first_row}: {error}", b""
+        )
+        yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
+
+
+def _columnar_block(
     table: pa.Table,
     offsets: np.ndarray,
     fields: FieldMap,
@@ -364,84 +449,159 @@ def _parquet_block(
     input_key: str,
     quarantine: QuarantineBuffer,
 ) -> Block:
+    """Rows of a Parquet or Arrow batch to documents; rows without usable text to quarantine."""
     n = table.num_rows
+    invalid: dict[int, tuple[int, bytes]] = {}  # row -> (byte of the first invalid UTF-8, raw text)
     if fields.text not in table.column_names:
-        reasons = ["missing_text"] * n
-        keep = pa.array([False] * n)
+        reasons, keep = ["missing_text"] * n, pa.array([False] * n)
     else:
         col = table.column(fields.text)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            reasons, keep = ["text_not_string"] * n, pa.array([False] * n)
-        else:
-            try:
-                col.validate(full=True)
-            except pa.ArrowInvalid:
-                col = _replace_invalid_utf8(col)
-                table = table.set_column(table.column_names.index(fields.text), fields.text, col)
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or _is_string(col.type):
+            col, invalid = _as_utf8(col)
+            table = table.set_column(table.column_names.index(fields.text), fields.text, col)
             keep, reasons = text_problems(col, fields.max_record_bytes)
+        else:
+            reasons, keep = ["text_not_string"] * n, pa.array([False] * n)
     if reasons:
         rows = None
         for j, reason in enumerate(reasons):
-            if reason:
-                rows = rows or table.to_pylist()
-                raw = orjson.dumps(rows[j], default=str)
-                quarantine.add(int(offsets[j]), None, reason, f"row {int(offsets[j])}: {reason}", raw)
+            if not reason:
+                continue
+            row = int(offsets[j])
+            if j in invalid:
+                at, raw = invalid[j]
+                detail = f"row {row}: {fields.text!r} has invalid UTF-8 at byte {at}"
+                quarantine.add(row, None, "utf8", detail, raw)
+                continue
+            rows = rows or table.to_pylist()
+            quarantine.add(
+                row, None, reason, f"row {row}: {reason}", orjson.dumps(rows[j], default=json_default)
+            )
         table = table.filter(keep)
         offsets = offsets[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
     docs = build_docs(table, fields, input_key, source_file, pa.array(offsets)) if table.num_rows else None
     return Block(docs if docs is not None else DOCS_SCHEMA.empty_table(), quarantine.take(), n)
 
 
-def _replace_invalid_utf8(col: pa.ChunkedArray) -> pa.Array:
-    """Null out strings that are not valid UTF-8 (they are then quarantined as missing text)."""
-    values = []
-    for v in col.cast(pa.binary()).to_pylist():
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _as_utf8(col: pa.ChunkedArray) -> tuple[pa.Array, dict[int, tuple[int, bytes]]]:
+    """A binary or string column as strings; values that are not valid UTF-8 become null.
+
+    Returns the column and, per invalid row, (byte offset of the error, the raw bytes).
+    """
+    col = col.combine_chunks()
+    try:
+        if _is_string(col.type):
+            col.validate(full=True)
+            return col, {}
+        return col.cast(pa.string()), {}  # the cast checks UTF-8
+    except pa.ArrowInvalid:
+        pass  # some value is not UTF-8: find which, row by row
+    values: list[str | None] = []
+    invalid: dict[int, tuple[int, bytes]] = {}
+    for j, v in enumerate(col.cast(pa.binary()).to_pylist() if _is_string(col.type) else col.to_pylist()):
         try:
             values.append(None if v is None else v.decode("utf-8"))
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
             values.append(None)
-    return pa.array(values, pa.string())
+            invalid[j] = (exc.start, v)
+    return pa.array(values, pa.string()), invalid
 
 
 # ---------------------------------------------------------------- WARC
 
+WARC_BLOCK_DOCS = 2000
 
-def read_warc(raw: io.BufferedIOBase, fields: FieldMap, source_file: str, input_key: str) -> Iterator[Block]:
-    """HTML responses of a WARC file, main text extracted with trafilatura (datatrove's extractor)."""
+
+def read_warc(
+    raw: io.BufferedIOBase, compression: str | None, fields: FieldMap, source_file: str, input_key: str
+) -> Iterator[Block]:
+    """HTML responses of a WARC file, main text extracted with trafilatura (datatrove's extractor).
+
+    A file cut short (or a corrupt gzip member) keeps every record before the break; the record
+    the break falls in becomes one `truncated` quarantine row.
+    """
     from datatrove.pipeline.extractors import Trafilatura
     from datatrove.pipeline.readers.warc import process_record
     from warcio.archiveiterator import ArchiveIterator
+    from warcio.exceptions import ArchiveLoadFailed
 
+    breaks: tuple[type[BaseException], ...] = (EOFError, OSError, zlib.error, ArchiveLoadFailed)
+    stream = raw
+    if compression == "gzip":
+        import gzip
+
+        stream = gzip.GzipFile(fileobj=raw)  # also reads whole-file gzip, which warcio refuses
+    elif compression == "zstd":
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        breaks += (zstandard.ZstdError,)
+    from trafilatura.deduplication import LRU_TEST
+
+    # trafilatura drops text segments it has seen before in this process: start each file afresh,
+    # so a file's documents never depend on what the process extracted earlier
+    LRU_TEST.clear()
     extractor = Trafilatura(favour_precision=True)
     quarantine = QuarantineBuffer(source_file, fields.raw_cap)
-    texts, ids, urls, metas, offsets = [], [], [], [], []
+    rows: dict[str, list] = {"text": [], "id": [], "url": [], "meta": [], "offset": []}
     n_read = 0
-    for index, record in enumerate(ArchiveIterator(raw)):
-        if record.rec_type not in ("response", "conversion"):
-            continue
-        parsed = process_record(record)
+    records = ArchiveIterator(stream)
+    index = 0  # the record being read
+    while True:
+        try:
+            record = next(records, None)
+            if record is None:
+                break
+            parsed = process_record(record)
+            # An uncompressed file cut inside a record ends before its Content-Length.
+            while record.raw_stream.read(1 << 16):
+                pass
+            if getattr(record.raw_stream, "limit", 0) > 0:
+                raise EOFError(f"record ends {record.raw_stream.limit} bytes before its Content-Length")
+        except breaks as exc:
+            n_read += 1
+            quarantine.add(index, None, "truncated", f"WARC breaks in record {index}: {exc}", b"")
+            break
+        index += 1
         if parsed is None:  # not HTML (or undecodable): not a document candidate
             continue
         n_read += 1
         text = extractor.extract(parsed["text"]) or ""
         if not text.strip():
-            quarantine.add(index, None, "extract_empty", parsed.get("url") or "", parsed["text"].encode())
+            quarantine.add(index - 1, None, "extract_empty", parsed.get("url") or "", parsed["text"].encode())
             continue
-        texts.append(text)
-        ids.append(parsed["id"])
-        urls.append(parsed.get("url"))
-        metas.append({"date": parsed.get("date")} if parsed.get("date") else {})
-        offsets.append(index)
-    if texts:
+        rows["text"].append(text)
+        rows["id"].append(parsed["id"])
+        rows["url"].append(parsed.get("url"))
+        rows["meta"].append(orjson.dumps({"date": parsed["date"]} if parsed.get("date") else {}).decode())
+        rows["offset"].append(index - 1)
+        if len(rows["text"]) >= WARC_BLOCK_DOCS:
+            yield _warc_block(rows, fields, source_file, input_key, quarantine, n_read)
+            rows, n_read = {k: [] for k in rows}, 0
+    yield _warc_block(rows, fields, source_file, input_key, quarantine, n_read)
+
+
+def _warc_block(
+    rows: dict[str, list],
+    fields: FieldMap,
+    source_file: str,
+    input_key: str,
+    quarantine: QuarantineBuffer,
+    n: int,
+) -> Block:
+    docs = DOCS_SCHEMA.empty_table()
+    if rows["text"]:
         table = pa.table(
             {
-                fields.text: pa.array(texts, pa.string()),
-                fields.id: pa.array(ids, pa.string()),
-                fields.url: pa.array(urls, pa.string()),
-                PRE_ENCODED_META: pa.array([orjson.dumps(m).decode() for m in metas]),
+                fields.text: pa.array(rows["text"], pa.string()),
+                fields.id: pa.array(rows["id"], pa.string()),
+                fields.url: pa.array(rows["url"], pa.string()),
+                PRE_ENCODED_META: pa.array(rows["meta"], pa.string()),
             }
         )
-        docs = build_docs(table, fields, input_key, source_file, pa.array(offsets, pa.int64()))
-    else:
-        docs = DOCS_SCHEMA.empty_table()
-    yield Block(docs, quarantine.take() if len(quarantine) else QUARANTINE_SCHEMA.empty_table(), n_read)
+        docs = build_docs(table, fields, input_key, source_file, pa.array(rows["offset"], pa.int64()))
+    return Block(docs, quarantine.take(), n)

@@ -36,7 +36,16 @@ class QuarantineBuffer:
         self.raw_cap = raw_cap
         self.rows: dict[str, list] = {f.name: [] for f in QUARANTINE_SCHEMA}
 
-    def add(self, line: int, byte_offset: int | None, reason: str, detail: str, raw: bytes) -> None:
+    def add(
+        self,
+        line: int,
+        byte_offset: int | None,
+        reason: str,
+        detail: str,
+        raw: bytes,
+        size: int | None = None,
+    ) -> None:
+        """One rejected record; `size` is its full size when `raw` holds only its start."""
         r = self.rows
         r["source_file"].append(self.source_file)
         r["line"].append(line)
@@ -44,7 +53,7 @@ class QuarantineBuffer:
         r["reason"].append(reason)
         r["detail"].append(detail[:500])
         r["raw"].append(bytes(raw[: self.raw_cap]))
-        r["raw_size"].append(len(raw))
+        r["raw_size"].append(len(raw) if size is None else size)
 
     def __len__(self) -> int:
         return len(self.rows["reason"])
@@ -64,6 +73,13 @@ def drop_nulls(value):
     return value
 
 
+def json_default(value):
+    """JSON for what orjson does not encode: bytes (binary columns) as text, the rest via str()."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value)
+
+
 def meta_column(table: pa.Table, exclude: set[str]) -> pa.Array:
     """JSON-encode the columns not mapped to document fields (small: never the text)."""
     if PRE_ENCODED_META in table.column_names:
@@ -72,7 +88,7 @@ def meta_column(table: pa.Table, exclude: set[str]) -> pa.Array:
     if not rest:
         return pa.array(["{}"] * table.num_rows, pa.string())
     rows = table.select(rest).to_pylist()
-    return pa.array([orjson.dumps(drop_nulls(r)).decode() for r in rows], pa.string())
+    return pa.array([orjson.dumps(drop_nulls(r), default=json_default).decode() for r in rows], pa.string())
 
 
 def string_or_null(table: pa.Table, name: str) -> pa.Array:

@@ -8,16 +8,10 @@ from pathlib import Path
 
 from assay.corpora.atomic import sweep_temporaries
 from assay.corpora.catalog import refresh_catalog
-from assay.corpora.ingest import (
-    IngestOptions,
-    expand_inputs,
-    finalize,
-    plan_units,
-    run_key,
-    unit_record_path,
-)
+from assay.corpora.ingest import IngestOptions, finalize, plan_units, run_key, unit_record_path
+from assay.corpora.inputs import expand_inputs
 from assay.corpora.manifest import load_manifest, save_manifest
-from assay.pipelines.executor import ExecutorConfig, run_units
+from assay.pipelines.executor import ExecutorConfig, WorkUnitsFailed, run_units
 
 
 def ingest(
@@ -28,18 +22,26 @@ def ingest(
     append: bool = False,
     quiet: bool = False,
 ) -> dict:
-    """Ingest inputs into the corpus root; resumes a killed run with the same inputs and options."""
+    """Ingest inputs into the corpus root; resumes a killed run with the same inputs and options.
+
+    The summary lists, per input, records read = docs + quarantined, and under `skipped` the
+    files that folders or globs matched but Assay cannot read.
+    """
     root = Path(root)
     options = options or IngestOptions()
     config = config or ExecutorConfig()
-    root.mkdir(parents=True, exist_ok=True)
-    files = expand_inputs(inputs)
-    units = plan_units(files, options)
+    found = expand_inputs(inputs, options.id_prefix)
+    files = [f.path for f in found.files]
+    if (config.workers > 1 or config.kind != "local") and any(f.startswith("memory://") for f in files):
+        # fsspec's memory filesystem lives in this process; worker processes see it empty
+        raise ValueError("memory:// inputs can only be read with --executor local --workers 1")
+    units = plan_units(found.files, options)
     key = run_key(units, options)
+    root.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(root)
-    done_runs = {r.get("run") for r in manifest["runs"] if r.get("stage") == "ingest"}
+    done_runs = {r.get("run") for r in manifest["runs"] if r.get("stage") == "ingest" and _finished(r)}
     if key in done_runs:
-        return {"already_done": True, "run": key, **_totals_for(manifest, key)}
+        return {"already_done": True, "run": key, **_totals_for(manifest, key), "skipped": found.skipped}
     pending = sorted((root / "docs" / ".staging").glob("*")) if (root / "docs" / ".staging").exists() else []
     if manifest["shards"] and not append and not any(p.name == key for p in pending):
         raise ValueError(
@@ -52,16 +54,37 @@ def ingest(
     def count_done() -> int:
         return len(list(record_dir.glob("u*.json"))) if record_dir.exists() else 0
 
-    run_units(
-        "assay.corpora.ingest:ingest_unit_task",
-        units,
-        {"root": str(root), "key": key, "options": asdict(options)},
-        root / ".assay" / "logs" / f"ingest-{key}",
-        config,
-        count_done,
-        "ingest",
-        quiet=quiet,
+    _share_bytes(units)
+    pending_bytes = sum(
+        u["bytes_share"] for i, u in enumerate(units) if not unit_record_path(root, key, i).exists()
     )
+    try:
+        run_units(
+            "assay.corpora.ingest:ingest_unit_task",
+            units,
+            {"root": str(root), "key": key, "options": asdict(options)},
+            root / ".assay" / "logs" / f"ingest-{key}",
+            config,
+            count_done,
+            "ingest",
+            quiet=quiet,
+            totals={"bytes": pending_bytes},
+        )
+    except WorkUnitsFailed:
+        # recorded as a failed run (its unfinished units are its errors); rerunning resumes it
+        manifest = load_manifest(root)
+        manifest["runs"].append(
+            {
+                "stage": "ingest",
+                "run": key,
+                "status": "failed",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                "seconds": round(time.time() - started, 3),
+                "errors": len(units) - count_done(),
+            }
+        )
+        save_manifest(root, manifest)
+        raise
     seconds = time.time() - started
     run_info = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -69,6 +92,7 @@ def ingest(
         "executor": config.kind,
         "workers": config.workers,
         "inputs": files,
+        "skipped": found.skipped,
         "options": asdict(options),
     }
     summary = finalize(root, key, units, options, run_info)
@@ -76,14 +100,20 @@ def ingest(
     run = manifest["runs"][-1]
     run["seconds_total"] = round(time.time() - started, 3)
     run["docs_per_s"] = round(summary["docs"] / max(run["seconds_total"], 1e-9), 1)
-    run["errors"] = 0
+    run["errors"] = len(units) - count_done()  # 0: finalize needs every unit
     save_manifest(root, manifest)
     refresh_catalog(root)
-    return {"already_done": False, "run": key, **summary, "seconds": run["seconds_total"]}
+    return {
+        "already_done": False,
+        "run": key,
+        **summary,
+        "skipped": found.skipped,
+        "seconds": run["seconds_total"],
+    }
 
 
 def _totals_for(manifest: dict, key: str) -> dict:
-    run = next(r for r in manifest["runs"] if r.get("run") == key)
+    run = next(r for r in manifest["runs"] if r.get("run") == key and _finished(r))
     inputs = [i for i in manifest["inputs"] if i["path"] in set(run.get("inputs", []))]
     return {
         "inputs": inputs,
@@ -91,3 +121,17 @@ def _totals_for(manifest: dict, key: str) -> dict:
         "docs": run["docs"],
         "quarantined": run["quarantined"],
     }
+
+
+def _share_bytes(units: list[dict]) -> None:
+    """Each unit's part of its file's bytes (a Parquet file split by row groups shares its size),
+    so the progress bar's bytes add up to the inputs' size."""
+    per_path: dict[str, int] = {}
+    for u in units:
+        per_path[u["path"]] = per_path.get(u["path"], 0) + 1
+    for u in units:
+        u["bytes_share"] = int(u.get("bytes", 0)) // per_path[u["path"]]
+
+
+def _finished(run: dict) -> bool:
+    return run.get("status", "done") == "done"

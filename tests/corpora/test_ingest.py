@@ -23,7 +23,8 @@ def docs_rows(root: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in (root / "docs").glob("part-*.parquet"))
 
 
-def test_each_input_kind(tmp_path):
+def test_each_input_kind(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # derived ids are paths relative to the current directory
     root = tmp_path / "root"
     summary = ingest(
         [
