@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +65,30 @@ def run_child(code: str, env: dict | None = None) -> tuple[float, float, str]:
         raise RuntimeError(out.stderr[-3000:])
     peak = int(out.stderr.rsplit("PEAK", 1)[1].split()[0]) / 1024
     return wall, peak, out.stdout
+
+
+def run_command(argv: list[str], env: dict | None = None) -> dict:
+    """Run a command as a user would: wall and CPU seconds, peak RSS MiB, stdout.
+
+    The figures come from wait4 on this one child, so they cover it and every descendant it
+    waited for; peak RSS is that of the largest single process in the tree, not a sum.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, argv))} failed:\n{err.read().decode()[-3000:]}")
+        return {
+            "wall_s": wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+            "stdout": out.read().decode(),
+        }
 
 
 def show(title: str, frame, note: str = "", width: int = 250) -> None:

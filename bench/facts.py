@@ -1,19 +1,29 @@
-"""Fact counting: Assay vs the SMI paper's naive loop, fact_counts on 1M+ documents, spaCy docs/s.
+"""Fact counting: Assay vs the script a user would write (Hyperscan or pyahocorasick), in one run.
 
     python bench/facts.py [--mb 110] [--naive-mb 1] [--docs 1000000] [--spacy-docs 50]
 
-1. Real web text (the trafilatura evaluation pages, replicated with unique ids, as in
-   bench/ingest.py) is ingested into a corpus root and the SMI paper's 12,671 ParaRel facts
-   (read from ../shared, never copied) are registered.
-2. Engines: the matching step alone on the same documents, Hyperscan vs pyahocorasick.
-3. `assay annotate --scorer facts:pararel` runs in a fresh process (one worker = one core): seconds,
-   MB/s, peak RSS. The naive loop (per document, per fact, `(" " + subj) in text`) is timed on a
-   slice of the same documents (it is too slow for all of them), and its 2x2 table for every fact
-   is asserted identical to `fact_counts_where` over that slice.
-4. fact_counts: the annotated root is replicated shard by shard (ids made unique) to 1M+
+Input: real web text (the 1,027 trafilatura pages, replicated with unique ids into four JSONL.gz
+files, as in bench/ingest.py) and the SMI paper's 12,671 ParaRel facts (read from ../shared,
+never copied). Every count is the paper's test: ``(" " + subj) in text`` and ``(" " + obj) in
+text``, case-sensitive, one count per document; the output is n_docs, n_subj, n_obj, n_both per
+fact, written to Parquet.
+
+1. Headline, each command in a fresh process tree (one worker; wall and CPU seconds and peak RSS
+   from wait4, start-up included), the counts of every side asserted equal:
+   * whole command from the JSONL.gz files: `assay ingest`, `assay facts add`, `assay annotate
+     --scorer facts:pararel`, `assay sql "... FROM fact_counts ..." --format parquet` vs a script
+     that reads the same files (gzip + orjson), matches every distinct pattern in one pass per
+     document (Hyperscan literal + SINGLEMATCH, or pyahocorasick ``iter``) and counts;
+   * inner step from the ingested Parquet docs: `assay annotate` + `assay sql` vs the same
+     script reading those Parquet files with pyarrow.
+2. Secondary: the SMI paper's naive loop (per document, per fact, two substring tests) on a slice
+   of the same documents (it is too slow for all of them), its 2x2 table for every fact asserted
+   identical to `fact_counts_where` over that slice; and the matching step alone inside Assay,
+   Hyperscan vs pyahocorasick.
+3. fact_counts: the annotated root is replicated shard by shard (ids made unique) to 1M+
    documents; the catalog's `fact_counts` view is timed against a hand-written DuckDB query on
    the raw Parquet files, and their results are asserted equal.
-5. spaCy triples: docs/s on English pages, n_process 1 and 2.
+4. spaCy triples: docs/s on English pages, n_process 1 and 2.
 """
 
 from __future__ import annotations
@@ -23,24 +33,18 @@ import gzip
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from common import REPO, SHARED, real_records, replicate_jsonl_gz, run_child
+from common import REPO, SHARED, real_records, replicate_jsonl_gz, run_child, run_command
 
 PARAREL = SHARED / "eval_results" / "smi" / "search" / "pararel_15classes.json.gz"
-
-ANNOTATE = """
-import time
-from assay.pipelines.annotate import annotate
-t = time.perf_counter()
-summary = annotate({root!r}, ["facts:pararel"], quiet=True)
-print(time.perf_counter() - t, summary["scorers"]["facts_pararel"]["seconds"])
-"""
 
 # Counting in a child process: median of 3 runs, peak RSS, and a digest of the rows to compare.
 QUERY = """
@@ -81,6 +85,123 @@ SELECT f.fact_id, (SELECT count(*) FROM read_parquet({docs})) AS n_docs,
 FROM f LEFT JOIN ns USING (fact_id) LEFT JOIN no USING (fact_id) LEFT JOIN nb USING (fact_id)
 ORDER BY f.fact_id
 """
+
+
+COUNTS_SQL = "SELECT fact_id, n_docs, n_subj, n_obj, n_both FROM fact_counts WHERE fact_set = 'pararel' ORDER BY fact_id"
+
+
+def hyperscan_finder(patterns: list[str]):
+    import hyperscan
+
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[p.encode() for p in patterns],
+        ids=list(range(len(patterns))),
+        flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(patterns),
+        literal=True,
+    )
+    hits: set[int] = set()
+
+    def on_match(pid, start, end, flags, ctx):
+        hits.add(pid)
+
+    def find(text: str) -> set[int]:
+        hits.clear()
+        db.scan(text.encode(), match_event_handler=on_match)
+        return hits
+
+    return find
+
+
+def aho_finder(patterns: list[str]):
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for i, p in enumerate(patterns):
+        automaton.add_word(p, i)
+    automaton.make_automaton()
+    return lambda text: {pid for _, pid in automaton.iter(text)}
+
+
+def source_texts(source: Path):
+    """The texts of the JSONL.gz files in `source`, or of its Parquet files (as annotate reads them)."""
+    import orjson
+
+    for path in sorted(source.glob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
+            yield from batch.column(0).to_pylist()
+    for path in sorted(source.glob("*.jsonl.gz")):
+        with gzip.open(path) as f:
+            for line in f:
+                yield orjson.loads(line)["text"]
+
+
+def baseline_counts(engine: str, source: Path, out: Path) -> None:
+    """The script a user would write: all distinct patterns in one pass per document, then counts."""
+    facts = json.load(gzip.open(PARAREL, "rt", encoding="utf-8"))
+    patterns = sorted({" " + f["subj"] for f in facts} | {" " + f["obj"] for f in facts})
+    pid = {p: i for i, p in enumerate(patterns)}
+    subj = [pid[" " + f["subj"]] for f in facts]
+    obj = [pid[" " + f["obj"]] for f in facts]
+    by_subj = defaultdict(list)
+    for k, (s, o) in enumerate(zip(subj, obj)):
+        by_subj[s].append((k, o))
+    find = hyperscan_finder(patterns) if engine == "hyperscan" else aho_finder(patterns)
+    doc_freq, both, n_docs = [0] * len(patterns), [0] * len(facts), 0
+    for text in source_texts(source):
+        n_docs += 1
+        found = find(text)
+        for p in found:
+            doc_freq[p] += 1
+            for k, o in by_subj.get(p, ()):
+                both[k] += o in found
+    table = pa.table(
+        {
+            "fact_id": [f["idx"] for f in facts],
+            "n_docs": [n_docs] * len(facts),
+            "n_subj": [doc_freq[s] for s in subj],
+            "n_obj": [doc_freq[o] for o in obj],
+            "n_both": both,
+        }
+    )
+    pq.write_table(table.sort_by("fact_id"), out)
+
+
+def counts_of(path: Path) -> list[tuple]:
+    t = pq.read_table(path)
+    return list(zip(*(t.column(c).to_pylist() for c in ("fact_id", "n_docs", "n_subj", "n_obj", "n_both"))))
+
+
+def headline(work: Path, inputs: list[Path]) -> tuple[Path, dict]:
+    """Assay's commands and the baseline scripts, each timed in a fresh process tree."""
+    assay = str(Path(sys.executable).with_name("assay"))
+    root = work / "root"
+    r = ["--root", str(root)]
+    runs = {
+        "ingest": run_command([assay, "ingest", *map(str, inputs), *r]),
+        "facts add": run_command([assay, "facts", "add", "pararel", str(PARAREL), *r]),
+        "annotate": run_command([assay, "annotate", "--scorer", "facts:pararel", *r]),
+        "sql": run_command(
+            [assay, "sql", COUNTS_SQL, "--format", "parquet", "--out", str(work / "assay.parquet"), *r]
+        ),
+    }
+    expected = counts_of(work / "assay.parquet")
+    for engine in ("hyperscan", "aho"):
+        for kind, source in (("jsonl", inputs[0].parent), ("parquet", root / "docs")):
+            out = work / f"{engine}-{kind}.parquet"
+            runs[f"{engine} {kind}"] = run_command(
+                [sys.executable, __file__, "--child", engine, str(source), str(out)]
+            )
+            assert counts_of(out) == expected, f"{engine} script from {kind}: counts differ from fact_counts"
+    return root, runs
+
+
+def add(*runs: dict) -> dict:
+    return {
+        "wall_s": sum(r["wall_s"] for r in runs),
+        "cpu_s": sum(r["cpu_s"] for r in runs),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+    }
 
 
 def docs_table(root: Path) -> pa.Table:
@@ -214,64 +335,88 @@ def spacy_rate(n: int) -> list[tuple[int, float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, default=110, help="megabytes of JSON lines to ingest (text is ~95%)")
+    ap.add_argument("--mb", type=float, default=110, help="megabytes of JSON lines to ingest (text is ~95%%)")
     ap.add_argument("--naive-mb", type=float, default=1.0, help="megabytes of text for the naive loop")
     ap.add_argument(
         "--docs", type=int, default=1_000_000, help="documents in the replicated catalog (0: skip)"
     )
     ap.add_argument("--spacy-docs", type=int, default=50)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--child", nargs=3, metavar=("ENGINE", "SOURCE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        baseline_counts(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        return
     if not PARAREL.exists():
         raise SystemExit(f"needs {PARAREL} (the shared data folder beside the repository)")
-    import sys
-
     sys.path.insert(0, str(REPO))
     from assay.corpora.catalog import run_query
-    from assay.corpora.facts import add_fact_set
-    from assay.pipelines.ingest import ingest
 
     load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="assay-bench-facts-"))
     try:
         inputs, _, _ = replicate_jsonl_gz(work / "in", args.mb, files=4)
-        root = work / "root"
-        ingest([str(p) for p in inputs], root, quiet=True)
-        add_fact_set(root, "pararel", PARAREL)
+        root, runs = headline(work, inputs)
         n, text_bytes = (
             run_query(root, "SELECT count(*), sum(strlen(text)) FROM docs").to_pylist()[0].values()
         )
         mb = float(text_bytes) / 1e6
+        distinct = len(real_records())
         print(
-            f"corpus: {n:,} documents, {mb:.1f} MB of UTF-8 text (real web pages, replicated); 12,671 facts"
+            f"input: 4 JSONL.gz files, {n:,} documents = {distinct:,} distinct real web pages x "
+            f"{n / distinct:.1f} replicated copies (ids made unique), {mb:.1f} MB of UTF-8 text; 12,671 facts"
+        )
+        print(f"load average at start: {load[0]:.2f} on {os.cpu_count()} cores shared with other work")
+        print("\nper-fact counts (n_docs, n_subj, n_obj, n_both), each command in a fresh process tree;")
+        print("every side's counts asserted identical to Assay's fact_counts")
+        print(f"  {'':44s}{'wall s':>8s}{'CPU s':>8s}{'MB/s':>8s}{'x best':>8s}{'peak RSS MiB':>14s}")
+        groups = [
+            (
+                "whole command, from the JSONL.gz files",
+                [
+                    ("script: gzip+orjson, Hyperscan, counts", runs["hyperscan jsonl"]),
+                    ("script: gzip+orjson, pyahocorasick, counts", runs["aho jsonl"]),
+                    (
+                        "assay ingest + facts add + annotate + sql",
+                        add(runs["ingest"], runs["facts add"], runs["annotate"], runs["sql"]),
+                    ),
+                ],
+            ),
+            (
+                "inner step, from the ingested Parquet docs",
+                [
+                    ("script: pyarrow, Hyperscan, counts", runs["hyperscan parquet"]),
+                    ("script: pyarrow, pyahocorasick, counts", runs["aho parquet"]),
+                    ("assay annotate + sql", add(runs["annotate"], runs["sql"])),
+                ],
+            ),
+        ]
+        for title, rows in groups:
+            best = min(r["wall_s"] for _, r in rows[:2])
+            print(f"  {title}")
+            for name, r in rows:
+                print(
+                    f"    {name:42s}{r['wall_s']:8.2f}{r['cpu_s']:8.2f}{mb / r['wall_s']:8.1f}"
+                    f"{best / r['wall_s']:7.2f}x{r['peak_rss_mib']:14.0f}"
+                )
+        print("  (x best: the faster script's wall seconds / this row's; peak RSS: largest process)")
+        print(
+            "  assay steps, wall s: "
+            + ", ".join(f"{k} {runs[k]['wall_s']:.2f}" for k in ("ingest", "facts add", "annotate", "sql"))
         )
 
         docs = docs_table(root)
-        speeds = engines(root, docs, mb)
-        wall, peak, out = run_child(ANNOTATE.format(root=str(root)))
-        call_s, scorer_s = map(float, out.split()[-2:])
         naive, naive_s, naive_docs = naive_slice(root, docs, args.naive_mb)
-        print(f"load average at start: {load[0]:.1f} on {os.cpu_count()} cores shared with other work")
-        print("\nfact counting on one core, MB of text per second")
-        rows = [
-            ("naive paper loop", naive, f"{naive_docs} docs, {naive_s:.1f} s: a slice; counts identical"),
-            ("pyahocorasick iter", speeds["aho"], f"matching only; build {speeds['aho_build']:.2f} s"),
-            (
-                "hyperscan literal",
-                speeds["hyperscan"],
-                f"matching only; compile {speeds['hyperscan_build']:.2f} s",
-            ),
-            ("assay annotate, scorer", mb / scorer_s, f"{scorer_s:.2f} s: read, compile, match, write"),
-            (
-                "assay annotate, call",
-                mb / call_s,
-                f"{call_s:.2f} s incl. imports; {wall:.1f} s with start-up",
-            ),
-        ]
-        for name, rate, note in rows:
-            ratio = f"{rate / naive:7.0f}x" if rate != naive else " " * 8
-            print(f"  {name:24s} {rate:9.3f} {ratio}  ({note})")
-        print(f"  peak RSS of the annotate process: {peak:.0f} MiB")
+        speeds = engines(root, docs, mb)
+        print("\nsecondary, one core, MB of text per second")
+        print(
+            f"  naive paper loop     {naive:9.3f}  ({naive_docs} docs, {naive_s:.1f} s: a slice; counts identical);"
+            f" assay annotate + sql is {mb / add(runs['annotate'], runs['sql'])['wall_s'] / naive:,.0f}x this"
+        )
+        print(
+            f"  assay's matching step alone: Hyperscan {speeds['hyperscan']:.1f} (compile {speeds['hyperscan_build']:.2f} s),"
+        )
+        print(f"  pyahocorasick {speeds['aho']:.1f} (build {speeds['aho_build']:.2f} s)")
 
         if args.docs:
             total = replicate_root(root, work / "big", args.docs)

@@ -22,6 +22,18 @@ RSS (VmHWM):
 
 Then the four decisions are compared document by document; every disagreement is listed with
 the reason datatrove gave.
+
+The whole command, as a user runs it, on the same JSONL file, each command in a fresh process
+tree (one worker, one thread; wall and CPU seconds and peak RSS from wait4, start-up, imports and
+spaCy loading included):
+
+* Assay: ``assay ingest FILE --root R``, then ``assay annotate --scorer heuristics --root R
+  --batch-size BATCH_DOCS`` (the batch size keeps copies of a document apart, as above). Reported
+  alone and together with ingest, since datatrove's pipeline reads the JSONL itself.
+* datatrove: a script running ``LocalPipelineExecutor`` (one task, one worker) over
+  ``JsonlReader`` -> the four filters chained -> ``ParquetWriter`` (the kept documents). Chained,
+  a dropped document skips the later filters, so datatrove does less work here than Assay,
+  which decides all four filters on every document and writes 49 columns for each.
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from pathlib import Path
 # (select.py) would shadow the standard library: drop it, and put the repository there instead.
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path.append(str(REPO / "bench"))  # last, for common.py only
 
 import argparse  # noqa: E402
 import gzip  # noqa: E402
@@ -43,12 +56,34 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from common import run_command  # noqa: E402
+
 CORPORA = REPO.parent / "shared" / "data" / "corpora"
 SOURCES = [
     CORPORA / "web_trafilatura_eval" / "trafilatura_eval_pages.jsonl.gz",
     *sorted((CORPORA / "misc").glob("dolma_cc_en_head-*.jsonl.gz")),
 ]
 KEEPS = ("gopher_quality_keep", "gopher_repetition_keep", "c4_keep", "fineweb_keep")
+ONE_THREAD = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+# What a datatrove user runs for these four filters: one script, the filters chained.
+DATATROVE_PIPELINE = """
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.filters import (
+    C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter,
+)
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import ParquetWriter
+
+LocalPipelineExecutor(
+    pipeline=[
+        JsonlReader({folder!r}, glob_pattern={name!r}),
+        GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter(), FineWebQualityFilter(),
+        ParquetWriter({out!r}),
+    ],
+    tasks=1, workers=1, logging_dir={logs!r},
+).run()
+"""
 
 
 def real_documents() -> list[tuple[str, str]]:
@@ -176,6 +211,46 @@ def child(side: str, corpus: Path, out: Path, batch_docs: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def parquet_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.rglob("*.parquet"))
+
+
+def whole_commands(corpus: Path, tmp: Path, batch_docs: int) -> dict:
+    """The user-facing commands on the same file, each in a fresh process tree."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    assay = str(Path(sys.executable).with_name("assay"))
+    root = tmp / "root"
+    ingest = run_command([assay, "ingest", str(corpus), "--root", str(root)], ONE_THREAD)
+    annotate = run_command(
+        [assay, "annotate", "--scorer", "heuristics", "--root", str(root), "--batch-size", str(batch_docs)],
+        ONE_THREAD,
+    )
+    script = DATATROVE_PIPELINE.format(
+        folder=str(corpus.parent), name=corpus.name, out=str(tmp / "dt-kept"), logs=str(tmp / "dt-logs-cmd")
+    )
+    datatrove = run_command([sys.executable, "-c", script], ONE_THREAD)
+    scores = pq.read_table(root / "annotations" / "heuristics", columns=list(KEEPS))
+    all_four = pc.and_(
+        pc.and_(scores["gopher_quality_keep"], scores["gopher_repetition_keep"]), scores["c4_keep"]
+    )
+    all_four = pc.and_(all_four, scores["fineweb_keep"])
+    return {
+        "assay_ingest": ingest,
+        "assay_annotate": annotate,
+        "assay_ingest_annotate": {k: ingest[k] + annotate[k] for k in ("wall_s", "cpu_s")}
+        | {"peak_rss_mib": max(ingest["peak_rss_mib"], annotate["peak_rss_mib"])},
+        "datatrove_pipeline": datatrove,
+        "docs_ingested": parquet_rows(root / "docs"),
+        "docs_annotated": scores.num_rows,
+        "assay_all_four_kept": pc.sum(all_four).as_py(),
+        "datatrove_chain_kept": parquet_rows(tmp / "dt-kept"),
+    }
+
+
 def compare(dt_path: Path, assay_path: Path, distinct: int) -> dict:
     dt = json.loads(dt_path.read_text())
     assay = json.loads(assay_path.read_text())
@@ -224,18 +299,26 @@ def main() -> None:
             sys.exit(
                 f"--batch-docs must be at most {distinct}, or a batch would hold two copies of a document"
             )
+        copies = n_docs // distinct
         print(
-            f"corpus: {distinct} real documents written {n_docs // distinct}x: {n_docs} docs, {text_bytes / 1e6:.1f} MB of text"
+            f"input: one JSONL file, {n_docs} documents = {distinct} distinct real documents x {copies} "
+            f"replicated copies (ids made unique), {text_bytes / 1e6:.1f} MB of text"
+        )
+        print(
+            f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores shared with other work"
         )
         dt = child("datatrove", corpus, tmp / "datatrove.json", args.batch_docs)
         assay = child("assay", corpus, tmp / "assay.json", args.batch_docs)
         agreement = compare(tmp / "datatrove.json", tmp / "assay.json", distinct)
+        commands = whole_commands(corpus, tmp, args.batch_docs)
+    assert commands["docs_ingested"] == commands["docs_annotated"] == n_docs, commands
 
     for side in (dt, assay):
         side["docs_per_cpu_s"] = side["docs"] / side["cpu_s"]
         side["docs_per_wall_s"] = side["docs"] / side["wall_s"]
         side["text_mb_per_cpu_s"] = text_bytes / 1e6 / side["cpu_s"]
     ratio = assay["docs_per_cpu_s"] / dt["docs_per_cpu_s"]
+    print("\ninner step: the four decisions per document, spaCy loaded, clock inside the process")
     print(f"{'':12}{'docs/s per core':>17}{'MB/s per core':>15}{'wall s':>9}{'peak RSS MiB':>14}")
     for name, side in (("datatrove", dt), ("assay", assay)):
         print(
@@ -243,7 +326,34 @@ def main() -> None:
             f"{side['wall_s']:>9.1f}{side['peak_rss_mib']:>14.0f}"
         )
     print(f"ratio (assay / datatrove, docs/s per core): {ratio:.1f}x")
-    print(f"agreement over {agreement['documents_compared']} documents ({distinct} distinct):")
+
+    print("\nwhole command on the same file, fresh process tree each (start-up, imports, spaCy included)")
+    print(f"{'':34}{'wall s':>8}{'CPU s':>8}{'docs/s':>9}{'x dt':>7}{'peak RSS MiB':>14}")
+    base = commands["datatrove_pipeline"]
+    for key, name in (
+        ("datatrove_pipeline", "datatrove JsonlReader->4->Parquet"),
+        ("assay_annotate", "assay annotate"),
+        ("assay_ingest", "assay ingest"),
+        ("assay_ingest_annotate", "assay ingest + annotate"),
+    ):
+        c = commands[key]
+        c["docs_per_wall_s"] = n_docs / c["wall_s"]
+        c["ratio_wall"] = base["wall_s"] / c["wall_s"]
+        print(
+            f"{name:34}{c['wall_s']:>8.1f}{c['cpu_s']:>8.1f}{c['docs_per_wall_s']:>9.0f}"
+            f"{c['ratio_wall']:>6.1f}x{c['peak_rss_mib']:>14.0f}"
+        )
+    print(
+        f"(x dt: datatrove's wall seconds / this row's; by CPU seconds: annotate "
+        f"{base['cpu_s'] / commands['assay_annotate']['cpu_s']:.1f}x, ingest + annotate "
+        f"{base['cpu_s'] / commands['assay_ingest_annotate']['cpu_s']:.1f}x. Peak RSS: largest process)"
+    )
+    print(
+        f"kept by all four: datatrove's chain {commands['datatrove_chain_kept']}, assay "
+        f"{commands['assay_all_four_kept']} (in the chain FineWeb sees the text C4 rewrote)"
+    )
+
+    print(f"\nagreement over {agreement['documents_compared']} documents ({distinct} distinct x {copies}):")
     for k in KEEPS:
         a = agreement[k]
         print(
@@ -254,7 +364,16 @@ def main() -> None:
             print(f"    {doc_id}: datatrove reason {reason}")
     if args.json:
         args.json.write_text(
-            json.dumps({"datatrove": dt, "assay": assay, "ratio": ratio, "agreement": agreement}, indent=1)
+            json.dumps(
+                {
+                    "datatrove": dt,
+                    "assay": assay,
+                    "ratio": ratio,
+                    "commands": commands,
+                    "agreement": agreement,
+                },
+                indent=1,
+            )
         )
 
 
