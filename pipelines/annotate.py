@@ -195,6 +195,18 @@ def annotate(
 
     started = time.time()
     label = "annotate " + ",".join(s.name for s in scorers)
+    to_score = _docs_to_score(root, manifest, scorers)
+    if to_score == 0 and not record_dir.exists():  # every set is complete: no executor to start
+        return {
+            "scorers": {
+                s.name: {"version": s.version, "docs": 0, "seconds": 0.0, "docs_per_s": None, "errors": 0}
+                for s in scorers
+            },
+            "stale_recomputed": stale,
+            "docs": 0,
+            "errors": 0,
+            "seconds": 0.0,
+        }
     try:
         seconds = run_units(
             "assay.pipelines.annotate:annotate_unit",
@@ -205,7 +217,7 @@ def annotate(
             count_done,
             label,
             quiet=quiet,
-            totals={"docs": _docs_to_score(root, manifest, scorers)},
+            totals={"docs": to_score},
         )
     except WorkUnitsFailed:
         # the run is recorded as failed (units that did not finish are its errors); rerun resumes
