@@ -28,7 +28,6 @@ are cut to their first ``max_chars`` characters (counted in ``truncated``).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,7 +73,6 @@ STATS_SCHEMA = pa.schema(
         ("truncated", pa.int64()),
         ("triples", pa.int64()),
         ("entities", pa.int64()),
-        ("seconds", pa.float64()),
     ]
 )
 
@@ -180,7 +178,7 @@ class SpacyTripleExtractor:
     """spaCy NER + dependency parse -> triples, entities and per-batch stats (see module doc)."""
 
     name: ClassVar[str] = "triples"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: no wall seconds in triples_stats (outputs must reproduce)
     kind: ClassVar[str] = "extractor"
     model: str = DEFAULT_MODEL
     languages: tuple[str, ...] = ("en",)
@@ -219,7 +217,6 @@ class SpacyTripleExtractor:
         return self._nlp
 
     def extract(self, batch: pa.RecordBatch) -> dict[str, pa.Table]:
-        started = time.perf_counter()
         ids = batch.column(batch.schema.get_field_index("id")).to_pylist()
         texts = batch.column(batch.schema.get_field_index("text")).to_pylist()
         langs = batch.column(batch.schema.get_field_index("lang")).to_pylist() if self.use_lang else None
@@ -249,7 +246,6 @@ class SpacyTripleExtractor:
                 truncated,
                 len(triples),
                 len(entities),
-                time.perf_counter() - started,
             )
         ]
         return {
