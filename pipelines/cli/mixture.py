@@ -144,6 +144,11 @@ def predict_mixture(root: str, fit: str, mixtures: Path, fmt: str) -> None:
 @click.option("--seed", default=42, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result as JSON.")
+@click.option(
+    "--absent-as-zero",
+    is_flag=True,
+    help="Domains the --domain-tokens file does not list have no tokens (else that is an error).",
+)
 def mix_search(
     root: str,
     fit: str,
@@ -156,6 +161,7 @@ def mix_search(
     seed: int,
     fmt: str,
     out: Path | None,
+    absent_as_zero: bool,
 ) -> None:
     """Propose the mixture with the lowest predicted loss (mean of the top-k Dirichlet draws).
 
@@ -173,6 +179,9 @@ def mix_search(
     try:
         if domain_tokens is not None:
             available = read_domain_tokens(domain_tokens)
+            if absent_as_zero:
+                listed = {domain_name(k) for k in available}
+                available |= {domain_name(d): 0.0 for d in model.domains_ if domain_name(d) not in listed}
             prior = token_prior(model.domains_, available)
             caps = domain_caps(model.domains_, available, tokens, max_epochs)
         result = search_mixture(
