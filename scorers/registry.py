@@ -32,6 +32,9 @@ SCORERS: dict[str, str] = {
     "triples": "assay.scorers.triples_spacy:SpacyTripleExtractor",
     "cluster": "assay.scorers.cluster:ClusterScorer",
     "datatrove": "assay.scorers.datatrove_filter:DatatroveFilterScorer",
+    "embed": "assay.scorers.embed:EmbeddingScorer",
+    "betr": "assay.scorers.betr:BetrScorer",
+    "contamination": "assay.scorers.contamination:ContaminationScorer",
 }
 
 ENTRY_POINT_GROUP = "assay.scorers"

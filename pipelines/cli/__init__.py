@@ -20,6 +20,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "assay.pipelines.cli.train:train_fasttext",
         "Train a fastText classifier from SQL-selected docs.",
     ),
+    "train betr": (
+        "assay.pipelines.cli.betr:train_betr",
+        "Extend a BETR score to every document with a fastText classifier.",
+    ),
+    "targets": ("", "Register benchmark examples (targets) for similarity and decontamination."),
+    "targets add": ("assay.pipelines.cli.targets:targets_add", "Load benchmark examples into a targets set."),
+    "targets list": ("assay.pipelines.cli.targets:targets_list", "List targets sets and their benchmarks."),
+    "contamination": ("", "Report benchmark contamination found by the contamination scorer."),
+    "contamination report": (
+        "assay.pipelines.cli.targets:contamination_report",
+        "Per benchmark: examples found in the corpus and in a mixture.",
+    ),
     "facts": ("", "Register and inspect fact sets."),
     "facts add": (
         "assay.pipelines.cli.facts:facts_add",
