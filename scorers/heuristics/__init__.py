@@ -2,11 +2,15 @@
 
 One column per signal, and one boolean per rule set (``gopher_quality_keep``,
 ``gopher_repetition_keep``, ``c4_keep``, ``fineweb_keep``) that reproduces the decision of
-datatrove's filter with its default settings. A batch is cut once into lines and words
-(``heuristics.doc``), and every signal is computed for the whole batch with polars and numpy
-kernels. No Python loop runs over documents: only the n-grams a document repeats are walked
-in Python (datatrove's duplicate-n-gram scan is sequential), and word chunks of unusual shape
-go to spaCy's tokenizer once per distinct chunk.
+datatrove's filter with its default settings. Beside each boolean, a reason column
+(``gopher_quality_reason``, ``gopher_repetition_reason``, ``c4_reason``, ``fineweb_reason``)
+holds the reason string that filter returns for a drop (its first failing rule), null when the
+document is kept. A batch is cut once into lines and words (``heuristics.doc``), and every
+signal is computed for the whole batch with polars and numpy kernels. No Python loop runs over
+documents: only the n-grams a document repeats are walked in Python (datatrove's
+duplicate-n-gram scan is sequential), and word chunks of unusual shape go to spaCy's tokenizer
+once per distinct chunk. A document's columns depend on its text alone, never on the other
+documents of its batch.
 
 Words are spaCy's English tokens, as datatrove uses for English. A ratio whose denominator is
 zero (no words, no lines, an empty text) is null; the keep columns are false for an empty or
@@ -33,7 +37,7 @@ class HeuristicsScorer:
     """Rule-based quality signals and the keep decisions of four standard filters."""
 
     name: ClassVar[str] = "heuristics"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: reason columns; words no longer depend on batch peers
     # The kernels hold a few dozen bytes per character of text at once: larger batches are
     # scored in slices of about this many characters (one document never splits).
     slice_chars: int = 1_000_000

@@ -23,7 +23,14 @@ from assay.scorers.heuristics.lists import (
     sentence_end_chars,
     unicode_punctuation,
 )
-from assay.scorers.heuristics.text import char_class, per_row, python_class, ratio, whitespace
+from assay.scorers.heuristics.text import (
+    char_class,
+    first_failure,
+    per_row,
+    python_class,
+    ratio,
+    whitespace,
+)
 from assay.scorers.heuristics.words import split_words
 
 # datatrove C4QualityFilter defaults (TensorFlow Datasets c4_utils.py).
@@ -41,6 +48,7 @@ COLUMNS = [
     ("c4_kept_lines_frac", pa.float64()),
     ("c4_sentence_count", pa.int64()),
     ("c4_keep", pa.bool_()),
+    ("c4_reason", pa.string()),  # datatrove's reason for the drop; null when kept
 ]
 
 # token classes for the sentencizer: ends a sentence, punctuation (no effect), anything else
@@ -89,7 +97,20 @@ def signals(doc: ParsedBatch) -> dict[str, np.ndarray]:
         "c4_kept_lines_frac": ratio(per_row(line_doc[kept], n), n_lines),
         "c4_sentence_count": sentences.astype(np.int64),
     }
-    out["c4_keep"] = (per_row(line_doc[fails_doc], n) == 0) & (sentences >= MIN_SENTENCES)
+    # the filter stops at the first line that drops the whole document: that line names the reason
+    failing = np.flatnonzero(fails_doc)
+    docs, at = np.unique(line_doc[failing], return_index=True)
+    first_is_lorem = lorem[failing[at]]
+    lorem_first = np.zeros(n, dtype=bool)
+    lorem_first[docs[first_is_lorem]] = True
+    curly_first = np.zeros(n, dtype=bool)
+    curly_first[docs[~first_is_lorem]] = True
+    rules = [
+        ("lorem_ipsum", lorem_first),
+        ("curly_bracket", curly_first),
+        ("too_few_sentences", sentences < MIN_SENTENCES),
+    ]
+    out["c4_keep"], out["c4_reason"] = first_failure(rules, n)
     return out
 
 

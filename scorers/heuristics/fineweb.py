@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from assay.scorers.heuristics.doc import ParsedBatch
 from assay.scorers.heuristics.lists import datatrove_punctuation
-from assay.scorers.heuristics.text import char_class, per_row, python_class, ratio, repeated
+from assay.scorers.heuristics.text import char_class, first_failure, per_row, python_class, ratio, repeated
 
 # datatrove FineWebQualityFilter defaults.
 MIN_LINE_PUNCT = 0.12
@@ -26,6 +26,7 @@ COLUMNS = [
     ("fineweb_char_dup_ratio", pa.float64()),
     ("fineweb_list_ratio", pa.float64()),
     ("fineweb_keep", pa.bool_()),
+    ("fineweb_reason", pa.string()),  # datatrove's reason for the drop; null when kept
 ]
 
 
@@ -47,12 +48,14 @@ def signals(doc: ParsedBatch) -> dict[str, np.ndarray]:
         "fineweb_char_dup_ratio": ratio(dup_chars, doc.chars - newlines),
         "fineweb_list_ratio": ratio(newlines, per_row(doc.word_doc, n)),
     }
+    # FineWebQualityFilter's rules in its order; the ratios are NaN only where "empty" failed
     with np.errstate(invalid="ignore"):
-        out["fineweb_keep"] = (
-            (n_lines > 0)
-            & (out["fineweb_line_punct_ratio"] >= MIN_LINE_PUNCT)
-            & (out["fineweb_short_line_ratio"] <= MAX_SHORT_LINES)
-            & (out["fineweb_char_dup_ratio"] <= MAX_CHAR_DUP)
-            & (out["fineweb_list_ratio"] <= MAX_NEWLINE_WORD_RATIO)
-        )
+        rules = [
+            ("empty", n_lines == 0),
+            ("line_punct_ratio", out["fineweb_line_punct_ratio"] < MIN_LINE_PUNCT),
+            ("short_line_ratio", out["fineweb_short_line_ratio"] > MAX_SHORT_LINES),
+            ("char_dup_ratio", out["fineweb_char_dup_ratio"] > MAX_CHAR_DUP),
+            ("list_ratio", out["fineweb_list_ratio"] > MAX_NEWLINE_WORD_RATIO),
+        ]
+    out["fineweb_keep"], out["fineweb_reason"] = first_failure(rules, n)
     return out

@@ -18,7 +18,14 @@ from assay.scorers.heuristics.lists import (
     GOPHER_STOP_WORDS,
     datatrove_punctuation,
 )
-from assay.scorers.heuristics.text import char_class, per_row, python_class, ratio, whitespace
+from assay.scorers.heuristics.text import (
+    char_class,
+    first_failure,
+    per_row,
+    python_class,
+    ratio,
+    whitespace,
+)
 
 # datatrove GopherQualityFilter defaults (from Gopher A.1.1).
 MIN_WORDS, MAX_WORDS = 50, 100_000
@@ -40,6 +47,7 @@ COLUMNS = [
     ("gopher_alpha_words_frac", pa.float64()),
     ("gopher_stop_word_count", pa.int64()),
     ("gopher_quality_keep", pa.bool_()),
+    ("gopher_quality_reason", pa.string()),  # datatrove's reason for the drop; null when kept
 ]
 
 
@@ -83,22 +91,23 @@ def signals(doc: ParsedBatch) -> dict[str, np.ndarray]:
         "gopher_alpha_words_frac": ratio(per_row(word_doc[has_alpha], n), n_tokens),
         "gopher_stop_word_count": stop_count.astype(np.int64),
     }
-    out["gopher_quality_keep"] = keep_mask(out)
+    out["gopher_quality_keep"], out["gopher_quality_reason"] = first_failure(rules(out), n)
     return out
 
 
-def keep_mask(s: dict[str, np.ndarray]) -> np.ndarray:
-    """GopherQualityFilter's decision; a NaN ratio only occurs where an earlier rule already failed."""
+def rules(s: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """GopherQualityFilter's rules in its order, as (its reason string, fails). A NaN ratio
+    (no words, no lines) only occurs where "gopher_short_doc" already failed."""
     with np.errstate(invalid="ignore"):
-        return (
-            (s["gopher_word_count"] >= MIN_WORDS)
-            & (s["gopher_word_count"] <= MAX_WORDS)
-            & (s["gopher_mean_word_length"] >= MIN_MEAN_WORD_LENGTH)
-            & (s["gopher_mean_word_length"] <= MAX_MEAN_WORD_LENGTH)
-            & (s["gopher_hash_word_ratio"] <= MAX_SYMBOL_WORD_RATIO)
-            & (s["gopher_ellipsis_word_ratio"] <= MAX_SYMBOL_WORD_RATIO)
-            & (s["gopher_bullet_lines_frac"] <= MAX_BULLET_LINES)
-            & (s["gopher_ellipsis_lines_frac"] <= MAX_ELLIPSIS_LINES)
-            & (s["gopher_alpha_words_frac"] >= MIN_ALPHA_WORDS)
-            & (s["gopher_stop_word_count"] >= MIN_STOP_WORDS)
-        )
+        return [
+            ("gopher_short_doc", s["gopher_word_count"] < MIN_WORDS),
+            ("gopher_long_doc", s["gopher_word_count"] > MAX_WORDS),
+            ("gopher_below_avg_threshold", s["gopher_mean_word_length"] < MIN_MEAN_WORD_LENGTH),
+            ("gopher_above_avg_threshold", s["gopher_mean_word_length"] > MAX_MEAN_WORD_LENGTH),
+            ("gopher_too_many_hashes", s["gopher_hash_word_ratio"] > MAX_SYMBOL_WORD_RATIO),
+            ("gopher_too_many_ellipsis", s["gopher_ellipsis_word_ratio"] > MAX_SYMBOL_WORD_RATIO),
+            ("gopher_too_many_bullets", s["gopher_bullet_lines_frac"] > MAX_BULLET_LINES),
+            ("gopher_too_many_end_ellipsis", s["gopher_ellipsis_lines_frac"] > MAX_ELLIPSIS_LINES),
+            ("gopher_below_alpha_threshold", s["gopher_alpha_words_frac"] < MIN_ALPHA_WORDS),
+            ("gopher_enough_stop_words", s["gopher_stop_word_count"] < MIN_STOP_WORDS),
+        ]

@@ -65,7 +65,9 @@ def signals(doc: ParsedBatch) -> dict[str, np.ndarray]:
     lengths = words.str.len_chars().to_numpy().astype(np.int64)
     n_words = per_row(word_doc, n)
     word_chars = per_row(word_doc, n, lengths)
-    counts = pl.DataFrame({"doc": word_doc, "word": words}).group_by("doc", "word").len()
+    # groups in order of first occurrence: each document's entropy terms are then summed in its
+    # own word order, whatever the batch (polars' default group order varies from run to run)
+    counts = pl.DataFrame({"doc": word_doc, "word": words}).group_by("doc", "word", maintain_order=True).len()
     c_doc, c = counts["doc"].to_numpy(), counts["len"].to_numpy().astype(np.float64)
     p = c / n_words[c_doc]
     entropy = per_row(c_doc, n, -p * np.log(p))

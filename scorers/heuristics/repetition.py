@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from assay.scorers.heuristics.doc import ParsedBatch
 from assay.scorers.heuristics.ngrams import WordHashes, repeated_chars, top_ngram, windows
-from assay.scorers.heuristics.text import explode, per_row, ratio, repeated, whitespace
+from assay.scorers.heuristics.text import explode, first_failure, per_row, ratio, repeated, whitespace
 
 # Gopher Table A1, datatrove GopherRepetitionFilter defaults.
 MAX_DUP_LINES, MAX_DUP_PARAGRAPHS = 0.3, 0.3
@@ -32,6 +32,7 @@ COLUMNS = [
     *[(f"gopher_top_{n}gram_char_frac", pa.float64()) for n in MAX_TOP_NGRAM],
     *[(f"gopher_dup_{n}gram_char_frac", pa.float64()) for n in MAX_DUP_NGRAM],
     ("gopher_repetition_keep", pa.bool_()),
+    ("gopher_repetition_reason", pa.string()),  # datatrove's reason for the drop; null when kept
 ]
 
 
@@ -79,19 +80,23 @@ def signals(doc: ParsedBatch) -> dict[str, np.ndarray]:
             dup = repeated_chars(hashes.strings(k), starts, word_doc, cum[k:] - cum[:-k], k, n)
         out[f"gopher_dup_{k}gram_char_frac"] = ratio(dup, chars)
 
-    out["gopher_repetition_keep"] = keep_mask(out, chars)
+    out["gopher_repetition_keep"], out["gopher_repetition_reason"] = first_failure(rules(out, chars), n)
     return out
 
 
-def keep_mask(s: dict[str, np.ndarray], chars: np.ndarray) -> np.ndarray:
-    """GopherRepetitionFilter's decision: an empty text is dropped, every fraction within bounds."""
-    ok = chars > 0
-    ok &= s["gopher_dup_para_frac"] <= MAX_DUP_PARAGRAPHS
-    ok &= s["gopher_dup_para_char_frac"] <= MAX_DUP_PARAGRAPH_CHARS
-    ok &= s["gopher_dup_line_frac"] <= MAX_DUP_LINES
-    ok &= s["gopher_dup_line_char_frac"] <= MAX_DUP_LINE_CHARS
-    for k, limit in MAX_TOP_NGRAM.items():
-        ok &= s[f"gopher_top_{k}gram_char_frac"] <= limit
-    for k, limit in MAX_DUP_NGRAM.items():
-        ok &= s[f"gopher_dup_{k}gram_char_frac"] <= limit
-    return ok
+def rules(s: dict[str, np.ndarray], chars: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """GopherRepetitionFilter's rules in its order, as (its reason string, fails). The
+    fractions are NaN only for an empty text, which "empty" already drops."""
+    with np.errstate(invalid="ignore"):
+        return [
+            ("empty", chars == 0),
+            ("dup_para_frac", s["gopher_dup_para_frac"] > MAX_DUP_PARAGRAPHS),
+            ("dup_para_char_frac", s["gopher_dup_para_char_frac"] > MAX_DUP_PARAGRAPH_CHARS),
+            ("dup_line_frac", s["gopher_dup_line_frac"] > MAX_DUP_LINES),
+            ("dup_line_char_frac", s["gopher_dup_line_char_frac"] > MAX_DUP_LINE_CHARS),
+            *[(f"top_{k}_gram", s[f"gopher_top_{k}gram_char_frac"] > v) for k, v in MAX_TOP_NGRAM.items()],
+            *[
+                (f"duplicated_{k}_n_grams", s[f"gopher_dup_{k}gram_char_frac"] > v)
+                for k, v in MAX_DUP_NGRAM.items()
+            ],
+        ]

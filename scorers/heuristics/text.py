@@ -119,3 +119,14 @@ def repeated(values: pl.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
         multi=pl.struct("row", "value").is_duplicated(),
     )
     return marks["seen"].to_numpy(), marks["multi"].to_numpy()
+
+
+def first_failure(rules: list[tuple[str, np.ndarray]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A filter's decision from its rules, given in the filter's order as (reason, fails): keep
+    where no rule fails, and the reason of the first failing rule (None where kept)."""
+    failed = np.zeros(n, dtype=bool)
+    reason = np.full(n, None, dtype=object)
+    for name, fails in rules:
+        reason[fails & ~failed] = name
+        failed |= fails
+    return ~failed, reason

@@ -42,20 +42,26 @@ from assay.scorers.heuristics import HeuristicsScorer
 from assay.scorers.heuristics.words import PREFIX_MARKS, SUFFIX_MARKS, split_words
 
 KEEPS = ("gopher_quality_keep", "gopher_repetition_keep", "c4_keep", "fineweb_keep")
+REASONS = ("gopher_quality_reason", "gopher_repetition_reason", "c4_reason", "fineweb_reason")
 FILTERS = {
-    "gopher_quality_keep": GopherQualityFilter,
-    "gopher_repetition_keep": GopherRepetitionFilter,
-    "c4_keep": C4QualityFilter,
-    "fineweb_keep": FineWebQualityFilter,
+    "gopher_quality": GopherQualityFilter,
+    "gopher_repetition": GopherRepetitionFilter,
+    "c4": C4QualityFilter,
+    "fineweb": FineWebQualityFilter,
 }
 
 
-def datatrove_keeps(texts: list[str]) -> dict[str, list[bool]]:
+def datatrove_decisions(texts: list[str]) -> dict[str, list]:
+    """Each filter's ``filter(doc)`` as keep and reason columns: it returns True, False, or
+    (False, reason); a bare False would read as reason "False" and fail the comparison."""
     out = {}
-    for column, cls in FILTERS.items():
+    for prefix, cls in FILTERS.items():
         f = cls()
         results = [f.filter(Document(text=t, id=str(i))) for i, t in enumerate(texts)]
-        out[column] = [bool(r[0] if isinstance(r, tuple) else r) for r in results]
+        out[f"{prefix}_keep"] = [bool(r[0] if isinstance(r, tuple) else r) for r in results]
+        out[f"{prefix}_reason"] = [
+            r[1] if isinstance(r, tuple) else (None if r else "False") for r in results
+        ]
     return out
 
 
@@ -79,6 +85,11 @@ def scored(docs) -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
+def reference(docs) -> dict[str, list]:
+    return datatrove_decisions(docs)
+
+
+@pytest.fixture(scope="module")
 def words(docs) -> list[list[str]]:
     return [split_into_words(t) for t in docs]
 
@@ -86,6 +97,8 @@ def words(docs) -> list[list[str]]:
 def close(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
@@ -100,19 +113,39 @@ def test_is_a_scorer_with_named_columns():
     scorer = HeuristicsScorer()
     assert isinstance(scorer, Scorer) and scorer.name == "heuristics"
     names = scorer.output_schema().names
-    assert len(names) == len(set(names)) == 49
+    assert len(names) == len(set(names)) == 53
     assert all(re.fullmatch(r"(gopher|c4|fineweb|rp)_[a-z0-9_]+", n) for n in names)
-    assert set(KEEPS) <= set(names)
+    assert set(KEEPS) <= set(names) and set(REASONS) <= set(names)
     assert all(scorer.output_schema().field(k).type == pa.bool_() for k in KEEPS)
+    assert all(scorer.output_schema().field(r).type == pa.string() for r in REASONS)
 
 
-def test_keep_columns_agree_with_datatrove_filters(docs, scored):
-    reference = datatrove_keeps(docs)
+def test_keep_columns_agree_with_datatrove_filters(docs, scored, reference):
     for column in KEEPS:
         agree = np.mean(np.array(scored[column]) == np.array(reference[column]))
         assert agree >= 0.995, f"{column}: {agree:.2%} agreement"
         # both outcomes occur in the fixture, so the comparison means something
         assert 0 < sum(reference[column]) < len(docs), column
+
+
+def test_reasons_are_the_ones_datatrove_returns(docs, scored, reference):
+    """Each reason column is what the filter's ``filter(doc)`` returns for the same document:
+    its first failing rule, in its own words, and null where it keeps the document."""
+    for column in REASONS:
+        bad = [
+            (i, got, want)
+            for i, (got, want) in enumerate(zip(scored[column], reference[column]))
+            if got != want
+        ]
+        assert not bad, f"{column}: {len(bad)} documents differ, first: {bad[:3]}"
+        # more than one reason occurs in the fixture, so the order of the rules is exercised
+        assert len({r for r in reference[column] if r is not None}) >= 2, column
+
+
+def test_reason_is_null_exactly_when_kept(scored):
+    """``GROUP BY <reason>`` explains every drop: a reason for each dropped document, none for a kept one."""
+    for keep, reason in zip(KEEPS, REASONS):
+        assert all((r is None) == k for k, r in zip(scored[keep], scored[reason])), reason
 
 
 def test_words_are_spacys_words(docs, words):
@@ -283,8 +316,8 @@ def test_edge_cases_match_datatrove():
         "Enable JavaScript to see this. Please do.\nLorem ipsum dolor sit amet, it says.",
     ]
     ours = score(texts)
-    reference = datatrove_keeps(texts)
-    for column in KEEPS:
+    reference = datatrove_decisions(texts)
+    for column in KEEPS + REASONS:
         assert ours[column] == reference[column], column
 
 
@@ -295,6 +328,10 @@ def test_null_and_empty_text_do_not_crash():
     assert out["rp_num_sentences"] == [0, 0, 0]
     for column in KEEPS:  # every filter drops an empty text; a blank one passes only the repetition rules
         assert out[column] == [False, False, column == "gopher_repetition_keep"]
+    assert out["gopher_quality_reason"] == ["gopher_short_doc"] * 3
+    assert out["gopher_repetition_reason"] == ["empty", "empty", None]
+    assert out["c4_reason"] == ["too_few_sentences"] * 3
+    assert out["fineweb_reason"] == ["empty"] * 3
 
 
 def test_slices_give_the_same_columns(docs, scored):
@@ -314,6 +351,7 @@ def test_agreement_on_the_shared_corpora(shared_data):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             texts += [json.loads(line)["text"] for line in f]
     assert len(texts) >= 1000
-    ours, reference = score(texts), datatrove_keeps(texts)
-    for column in KEEPS:
-        assert np.mean(np.array(ours[column]) == np.array(reference[column])) >= 0.995, column
+    ours, reference = score(texts), datatrove_decisions(texts)
+    for column in KEEPS + REASONS:
+        agree = np.mean([a == b for a, b in zip(ours[column], reference[column])])
+        assert agree >= 0.995, f"{column}: {agree:.2%} agreement"
