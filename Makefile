@@ -36,6 +36,7 @@ bench: setup
 	cd bench && ../$(VENV)/bin/python heuristics.py
 	cd bench && ../$(VENV)/bin/python fasttext.py
 	cd bench && ../$(VENV)/bin/python facts.py
+	cd bench && ../$(VENV)/bin/python decontam.py
 	cd bench && ../$(VENV)/bin/python selection.py
 	cd bench && ../$(VENV)/bin/python predictors.py
 

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 
 CATALOG_NAME = "catalog.duckdb"
 # Modules that add views or macros of their own: "module:function(root) -> list[str] of SQL".
-CATALOG_EXTENSIONS: list[str] = ["assay.corpora.facts:catalog_statements"]
+CATALOG_EXTENSIONS: list[str] = [
+    "assay.corpora.facts:catalog_statements",
+    "assay.corpora.targets:catalog_statements",
+]
 
 _EMPTY_DOCS = (
     "SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS text, NULL::VARCHAR AS source, NULL::VARCHAR AS url, "
@@ -58,7 +61,7 @@ def parquet_glob(folder: Path) -> str | None:
 def fingerprint(root: Path) -> str:
     """Changes when the root moves or its set of published files changes."""
     h = hashlib.sha256(str(root.resolve()).encode())
-    for sub in ("docs", "annotations", "triples", "quarantine", "mixtures", "facts"):
+    for sub in ("docs", "annotations", "triples", "quarantine", "mixtures", "facts", "targets"):
         base = root / sub
         if base.is_dir():
             for p in sorted(base.rglob("*.parquet")):

@@ -23,10 +23,22 @@ from assay.corpora import progress
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.inputs import InputFile
 from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
-from assay.corpora.readers import detect_format, read_arrow, read_jsonl, read_parquet, read_warc
-from assay.corpora.records import FieldMap
+from assay.corpora.readers import (
+    arrow_schema,
+    detect_format,
+    jsonl_fields_found,
+    read_arrow,
+    read_jsonl,
+    read_parquet,
+    read_text_file,
+    read_text_lines,
+    read_warc,
+)
+from assay.corpora.records import FieldMap, schema_has_path
 from assay.corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
 from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
+
+TXT_MODES = ("file", "line")
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,11 @@ class IngestOptions:
     unit_rows: int = 1_000_000  # big Parquet inputs are split into units of about this many rows
     max_record_bytes: int = 64 * 1024 * 1024
     raw_cap: int = 64 * 1024
+    txt_mode: str = "file"  # .txt inputs: one document per file, or per non-blank line ("line")
+
+    def __post_init__(self) -> None:
+        if self.txt_mode not in TXT_MODES:
+            raise ValueError(f"--txt-mode must be one of {', '.join(TXT_MODES)}, not {self.txt_mode!r}")
 
     def fields(self) -> FieldMap:
         return FieldMap(
@@ -55,22 +72,40 @@ class IngestOptions:
         )
 
 
+# stripped in this order from a file name to give its source name
+EXTENSIONS = (".gz", ".zst", ".zstd", ".bz2", ".jsonl", ".json", ".ndjson", ".parquet", ".arrow")
+EXTENSIONS += (".warc", ".arc", ".txt")
+
+# Small .txt files share a unit (and its shards): a unit per file costs a task, a unit record
+# and a shard of one document each.
+SMALL_TEXT_BYTES = 4 * 1024 * 1024
+TEXT_GROUP_BYTES = 64 * 1024 * 1024
+TEXT_GROUP_FILES = 1000
+
+# the fields besides the text, and the options that name them
+FIELD_OPTIONS = (
+    ("id_field", "--id-field"),
+    ("url_field", "--url-field"),
+    ("source_field", "--source-field"),
+)
+
 # ---------------------------------------------------------------- planning
 
 
 def default_source(key: str) -> str:
     """A file's source name: its base name without format extensions (cc_en_head-0091)."""
     name = PurePosixPath(key).name
-    for ext in (".gz", ".zst", ".zstd", ".jsonl", ".json", ".ndjson", ".parquet", ".arrow", ".warc", ".arc"):
+    for ext in EXTENSIONS:
         name = name.removesuffix(ext)
     return name
 
 
 def plan_units(files: list[InputFile], options: IngestOptions) -> list[dict[str, Any]]:
-    """One unit per input file; big Parquet files split by row-group ranges."""
+    """One unit per input file; big Parquet files split by row-group ranges, small .txt files
+    grouped. A field named by an option that no record of an input has is a ValueError."""
     import fsspec
 
-    units = []
+    units, planned = [], []
     for file in files:
         kind, compression = detect_format(file.path)
         fs, fpath = fsspec.core.url_to_fs(file.path)
@@ -78,7 +113,8 @@ def plan_units(files: list[InputFile], options: IngestOptions) -> list[dict[str,
         base = {"path": file.path, "key": file.key, "kind": kind, "compression": compression, "bytes": size}
         if file.source:
             base["source"] = file.source
-        meta = _parquet_metadata(fs, fpath, file.path) if kind == "parquet" else None
+        meta = _parquet_metadata(fs, fpath, file.path) if kind == "parquet" and size != 0 else None
+        planned.append({**base, "fs": fs, "fpath": fpath, "parquet_meta": meta})
         if meta is None:  # not Parquet, or a Parquet file cut short: one unit, which quarantines it
             units.append(base)
             continue
@@ -91,7 +127,97 @@ def plan_units(files: list[InputFile], options: IngestOptions) -> list[dict[str,
                 group, rows = [], 0
         if group or not units or units[-1]["path"] != file.path:
             units.append({**base, "row_groups": group})
-    return units
+    check_fields(planned, options)
+    return _group_small_text(units)
+
+
+def _group_small_text(units: list[dict]) -> list[dict]:
+    """Runs of small .txt files, in input order, become one unit each (`files` lists them)."""
+    out: list[dict] = []
+    for unit in units:
+        small = unit["kind"] == "txt" and unit["bytes"] is not None and unit["bytes"] < SMALL_TEXT_BYTES
+        group = out[-1] if out and "files" in out[-1] else None
+        if not small:
+            out.append(unit)
+        elif (
+            group is not None
+            and group["bytes"] + unit["bytes"] <= TEXT_GROUP_BYTES
+            and len(group["files"]) < TEXT_GROUP_FILES
+        ):
+            group["files"].append(unit)
+            group["bytes"] += unit["bytes"]
+        else:
+            out.append({"path": unit["path"], "kind": "txt", "bytes": unit["bytes"], "files": [unit]})
+    return out
+
+
+def check_fields(files: list[dict], options: IngestOptions) -> None:
+    """Refuse field names that match nothing, which would otherwise quarantine every record or
+    leave a column silently null.
+
+    The text field must be in some record of every input (a record without it is quarantined
+    `missing_text`). A field named with another option (`--url-field metadata.url`) may be absent
+    from an input (ids are then derived, urls null) but must be in some record of the run.
+    First records are read first; a whole input only when its first record lacks a field.
+    """
+    defaults = IngestOptions()
+    text = options.text_field
+    named: dict[str, str] = {}
+    for attr, flag in FIELD_OPTIONS:
+        path = getattr(options, attr)
+        if path != getattr(defaults, attr) and path != text:
+            named.setdefault(path, flag)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:  # one small read per input: remote inputs wait in parallel
+        firsts = list(pool.map(lambda f: _fields_found(f, [text, *named], whole=False), files))
+    with_records, found_named, first_keys = [], set(), {}
+    for f, (found, keys) in zip(files, firsts):
+        if keys is None:  # no record to have any field
+            continue
+        with_records.append(f)
+        first_keys[f["path"]] = keys
+        found_named |= found
+        if text not in found and text not in _fields_found(f, [text], whole=True)[0]:
+            raise ValueError(
+                f"{f['path']}: no record has the text field {text!r} (--text-field); " + _keys(keys)
+            )
+    missing = [p for p in named if p not in found_named]
+    for f in with_records:
+        if not missing:
+            return
+        found = _fields_found(f, missing, whole=True)[0]
+        missing = [p for p in missing if p not in found]
+    if missing:
+        f = with_records[0]
+        raise ValueError(
+            f"{missing[0]!r} ({named[missing[0]]}): no record of any input has this field; "
+            f"{f['path']}: " + _keys(first_keys[f["path"]])
+        )
+
+
+def _keys(keys: list[str]) -> str:
+    return f"the first record's top-level keys are: {', '.join(keys) or '(none)'}"
+
+
+def _fields_found(f: dict, paths: list[str], whole: bool) -> tuple[set[str], list[str] | None]:
+    """Which paths a planned input has (see jsonl_fields_found); WARC and .txt have no fields."""
+    kind = f["kind"]
+    if kind not in ("jsonl", "parquet", "arrow") or f["bytes"] == 0:
+        return set(paths), None
+    if kind == "parquet":
+        meta = f["parquet_meta"]
+        if meta is None or meta.num_rows == 0:  # cut short (its unit quarantines it), or no rows
+            return set(paths), None
+        schema = meta.schema.to_arrow_schema()
+        return {p for p in paths if schema_has_path(schema, p)}, schema.names
+    with f["fs"].open(f["fpath"], "rb") as raw:
+        if kind == "jsonl":
+            return jsonl_fields_found(raw, f["compression"], paths, whole)
+        read = arrow_schema(raw)
+    if read is None or not read[1]:
+        return set(paths), None
+    return {p for p in paths if schema_has_path(read[0], p)}, read[0].names
 
 
 def _parquet_metadata(fs, fpath: str, path: str):
@@ -124,19 +250,12 @@ def unit_record_path(root: Path, key: str, index: int) -> Path:
 
 def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> dict:
     """Read one unit into staged shards; writes its unit record last (the completion marker)."""
-    import fsspec
-
     root_p = Path(root)
     record_path = unit_record_path(root_p, key, index)
     if record_path.exists():
         with open(record_path) as f:
             return json.load(f)
     opts = IngestOptions(**options)
-    fields = opts.fields()
-    if opts.source is None:
-        from dataclasses import replace
-
-        fields = replace(fields, default_source=unit.get("source") or default_source(unit["key"]))
     stage = root_p / "docs" / ".staging" / key
     writer = ShardWriter(
         stage,
@@ -146,34 +265,19 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
         max_bytes=opts.shard_bytes,
     )
     quarantined: list[pa.Table] = []
-    n_read = n_docs = 0
+    counts = []  # per input file of the unit
     started = time.time()
-    fs, fpath = fsspec.core.url_to_fs(unit["path"])
-    with fs.open(fpath, "rb") as raw:
-        if unit["kind"] == "jsonl":
-            blocks = read_jsonl(raw, unit["compression"], fields, unit["path"], unit["key"])
-        elif unit["kind"] == "parquet":
-            blocks = read_parquet(raw, fields, unit["path"], unit["key"], unit.get("row_groups"))
-        elif unit["kind"] == "arrow":
-            blocks = read_arrow(raw, fields, unit["path"], unit["key"])
-        else:
-            blocks = read_warc(raw, unit["compression"], fields, unit["path"], unit["key"])
-        share = int(unit.get("bytes_share", unit.get("bytes", 0)))
-        streamed = unit["kind"] in ("jsonl", "warc")  # the read position tells how far it got
-        try:
-            for block in blocks:
-                n_read += block.n_read
-                n_docs += block.docs.num_rows
-                if block.docs.num_rows:
-                    writer.write(block.docs)
-                if block.quarantine.num_rows:
-                    quarantined.append(block.quarantine)
-                progress.report(n_read, min(raw.tell(), share) if streamed else 0)
-        except BaseException:
-            writer.abort()
-            raise
+    done = {"read": 0, "bytes": 0}  # over the files before the current one, for progress
+    try:
+        for file in unit.get("files", [unit]):
+            counts.append(_read_file(file, opts, writer, quarantined, done))
+    except BaseException:
+        writer.abort()
+        raise
     shards = writer.close()
-    progress.report(n_read, share, final=True)
+    n_read = sum(c["records_read"] for c in counts)
+    progress.report(n_read, int(unit.get("bytes_share", unit.get("bytes", 0))), final=True)
+    n_docs = sum(c["docs"] for c in counts)
     n_quarantined = sum(t.num_rows for t in quarantined)
     if quarantined:
         write_table_atomic(pa.concat_tables(quarantined), stage / f"q{index:05d}.parquet")
@@ -183,6 +287,7 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
         "records_read": n_read,
         "docs": n_docs,
         "quarantined": n_quarantined,
+        "inputs": counts,
         "shards": shards,
         "seconds": round(time.time() - started, 3),
     }
@@ -190,6 +295,47 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
         raise RuntimeError(f"{unit['path']}: read {n_read} != {n_docs} docs + {n_quarantined} quarantined")
     write_json_atomic(record_path, record)
     return record
+
+
+def _read_file(file: dict, opts: IngestOptions, writer: ShardWriter, quarantined: list, done: dict) -> dict:
+    """One input file (or its unit's row groups) through its reader into the unit's writer."""
+    import fsspec
+
+    fields = opts.fields()
+    if opts.source is None:
+        from dataclasses import replace
+
+        fields = replace(fields, default_source=file.get("source") or default_source(file["key"]))
+    n_read = n_docs = n_quarantined = 0
+    path, kind, compression = file["path"], file["kind"], file["compression"]
+    fs, fpath = fsspec.core.url_to_fs(path)
+    with fs.open(fpath, "rb") as raw:
+        if kind == "jsonl":
+            blocks = read_jsonl(raw, compression, fields, path, file["key"])
+        elif kind == "parquet":
+            blocks = read_parquet(raw, fields, path, file["key"], file.get("row_groups"))
+        elif kind == "arrow":
+            blocks = read_arrow(raw, fields, path, file["key"])
+        elif kind == "txt":
+            read_text = read_text_lines if opts.txt_mode == "line" else read_text_file
+            blocks = read_text(raw, compression, fields, path, file["key"])
+        else:
+            blocks = read_warc(raw, compression, fields, path, file["key"])
+        share = int(file.get("bytes_share", file.get("bytes", 0)))
+        streamed = kind in ("jsonl", "warc", "txt")  # the read position tells how far it got
+        for block in blocks:
+            n_read += block.n_read
+            n_docs += block.docs.num_rows
+            n_quarantined += block.quarantine.num_rows
+            if block.docs.num_rows:
+                writer.write(block.docs)
+            if block.quarantine.num_rows:
+                quarantined.append(block.quarantine)
+            at = min(raw.tell(), share) if streamed else 0
+            progress.report(done["read"] + n_read, done["bytes"] + at)
+    done["read"] += n_read
+    done["bytes"] += share
+    return {"path": path, "records_read": n_read, "docs": n_docs, "quarantined": n_quarantined}
 
 
 # ---------------------------------------------------------------- phase 2: finalize
@@ -211,24 +357,28 @@ def finalize(root: str | Path, key: str, units: list[dict], options: IngestOptio
 
     per_input: dict[str, dict] = {}
     for unit, rec in zip(units, records):
-        entry = per_input.setdefault(
-            unit["path"],
-            {
-                "path": unit["path"],
-                "key": unit["key"],
-                "kind": unit["kind"],
-                "compression": unit["compression"],
-                "bytes": unit["bytes"],
-                "records_read": 0,
-                "docs": 0,
-                "quarantined": 0,
-            },
-        )
-        for k in ("records_read", "docs", "quarantined"):
-            entry[k] += rec[k]
+        for file, counts in zip(unit.get("files", [unit]), rec["inputs"]):
+            entry = per_input.setdefault(
+                file["path"],
+                {
+                    "path": file["path"],
+                    "key": file["key"],
+                    "kind": file["kind"],
+                    "compression": file["compression"],
+                    "bytes": file["bytes"],
+                    "records_read": 0,
+                    "docs": 0,
+                    "quarantined": 0,
+                },
+            )
+            for k in ("records_read", "docs", "quarantined"):
+                entry[k] += counts[k]
     for dup in plan["duplicates"]:
         per_input[dup["input"]]["docs"] -= dup["count"]
         per_input[dup["input"]]["quarantined"] += dup["count"]
+    for entry in per_input.values():
+        if not entry["records_read"]:  # counted and said, never silently skipped
+            entry["note"] = "empty file (0 bytes)" if entry["bytes"] == 0 else "no records in this file"
 
     manifest["inputs"].extend(per_input.values())
     for move in plan["docs"]:

@@ -150,7 +150,9 @@ def _add_found(
 ) -> None:
     """A file a folder or glob matched: read it when Assay can, else report it as skipped."""
     if format_of(path) is None:
-        out.skipped.append({"path": _url(fs, path), "reason": "not a JSONL, Parquet, Arrow or WARC file"})
+        out.skipped.append(
+            {"path": _url(fs, path), "reason": "not a JSONL, text, Parquet, Arrow or WARC file"}
+        )
     else:
         _add(out, fs, path, base, id_prefix, source)
 

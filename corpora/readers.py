@@ -14,14 +14,21 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from assay.corpora.records import (
     PRE_ENCODED_META,
     FieldMap,
     QuarantineBuffer,
     build_docs,
+    drop_nulls,
+    field_column,
+    has_path,
     json_default,
+    lookup,
+    meta_exclusions,
     text_problems,
+    without_paths,
 )
 from assay.corpora.schema import DOCS_SCHEMA
 
@@ -35,15 +42,19 @@ class Block:
     n_read: int
 
 
+COMPRESSIONS = ((".gz", "gzip"), (".zst", "zstd"), (".zstd", "zstd"), (".bz2", "bzip2"))
+_DECOMPRESS_COMMAND = {"gzip": "gunzip", "zstd": "unzstd", "bzip2": "bunzip2"}
+
+
 def format_of(path: str) -> tuple[str, str | None] | None:
     """(kind, compression) from the file name, or None when Assay does not read such files.
 
-    kind is jsonl|parquet|warc|arrow, compression gzip|zstd|None. A compressed Parquet or Arrow
-    file is a ValueError: both need random access (and compress their pages themselves).
+    kind is jsonl|parquet|warc|arrow|txt, compression gzip|zstd|bzip2|None. A compressed Parquet
+    or Arrow file is a ValueError: both need random access (and compress their pages themselves).
     """
     name = path.lower()
     compression = None
-    for ext, comp in ((".gz", "gzip"), (".zst", "zstd"), (".zstd", "zstd")):
+    for ext, comp in COMPRESSIONS:
         if name.endswith(ext):
             compression, name = comp, name[: -len(ext)]
     if name.endswith((".parquet", ".arrow")):
@@ -51,13 +62,15 @@ def format_of(path: str) -> tuple[str, str | None] | None:
         if compression:
             raise ValueError(
                 f"{path}: a {compression}-compressed {kind.title()} file cannot be read (it needs random "
-                f"access); decompress it first, e.g. `{'gunzip' if compression == 'gzip' else 'unzstd'} -k {path}`"
+                f"access); decompress it first, e.g. `{_DECOMPRESS_COMMAND[compression]} -k {path}`"
             )
         return kind, None
     if name.endswith((".warc", ".arc")):
         return "warc", compression
     if name.endswith((".jsonl", ".json", ".ndjson")):
         return "jsonl", compression
+    if name.endswith(".txt"):
+        return "txt", compression
     return None
 
 
@@ -66,7 +79,8 @@ def detect_format(path: str) -> tuple[str, str | None]:
     found = format_of(path)
     if found is None:
         raise ValueError(
-            f"{path}: unknown input format (expected .jsonl[.gz|.zst], .parquet, .arrow or .warc[.gz])"
+            f"{path}: unknown input format (expected .jsonl or .txt [.gz|.zst|.bz2], .parquet, .arrow "
+            "or .warc[.gz|.zst|.bz2])"
         )
     return found
 
@@ -75,13 +89,17 @@ def detect_format(path: str) -> tuple[str, str | None]:
 
 
 def _decompressed_chunks(
-    raw: io.BufferedIOBase, compression: str | None
+    raw: io.BufferedIOBase, compression: str | None, read_size: int = 4 * 1024 * 1024
 ) -> Iterator[tuple[bytes, str | None]]:
     """Yield (chunk, error); error is set on the last chunk when the stream is cut or corrupt.
 
     Decompressing by hand (not gzip.GzipFile) keeps every byte that was readable before a break.
+    A file of zero bytes is an empty stream, not a broken one, whatever its compression.
     """
-    read_size = 4 * 1024 * 1024
+    first = raw.read(read_size)
+    if not first:
+        return
+    raw = _Replay(first, raw)
     if compression is None:
         while chunk := raw.read(read_size):
             yield chunk, None
@@ -130,7 +148,43 @@ def _decompressed_chunks(
             if out:
                 yield out, None
         return
+    if compression == "bzip2":
+        import bz2
+
+        # bzip2 decodes whole blocks (up to 900 kB): a break loses the block it falls in
+        d = bz2.BZ2Decompressor()
+        while True:
+            comp = raw.read(read_size)
+            if not comp:
+                if not d.eof:
+                    yield b"", "truncated bzip2 stream"
+                return
+            out = b""
+            try:
+                while comp:
+                    if d.eof:  # concatenated streams (pbzip2, lbzip2 write them)
+                        d = bz2.BZ2Decompressor()
+                    out += d.decompress(comp)
+                    comp = d.unused_data if d.eof else b""
+            except (OSError, EOFError) as exc:
+                yield b"", f"corrupt bzip2 stream: {exc}"
+                return
+            if out:
+                yield out, None
     raise ValueError(f"unsupported compression {compression!r}")
+
+
+class _Replay:
+    """A stream whose first bytes were already read: hands them out again, then reads on."""
+
+    def __init__(self, head: bytes, raw: io.BufferedIOBase):
+        self.head, self.raw = head, raw
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head, b""
+            return out
+        return self.raw.read(n)
 
 
 def _prefetched(chunks: Iterator, depth: int = 4) -> Iterator:
@@ -190,7 +244,9 @@ def _parse_block_fast(lines: list[bytes], fields: FieldMap, schema_hint: dict) -
     buf = b"\n".join(lines) + b"\n"
     # ~1 MB blocks let Arrow parse on every core
     read_options = pj.ReadOptions(use_threads=True, block_size=1 << 20)
-    schema = schema_hint.get("schema") or pa.schema([(fields.text, pa.string())])
+    hint = schema_hint.get("schema") or pa.schema([])
+    pin = _text_field_pin(fields.text)
+    schema = hint if pin.name in hint.names else hint.append(pin)
     try:
         for _attempt in range(3):
             table = pj.read_json(
@@ -207,10 +263,23 @@ def _parse_block_fast(lines: list[bytes], fields: FieldMap, schema_hint: dict) -
         return None
     if table.num_rows != len(lines):  # two objects on one line, or a blank-looking line
         return None
+    text = field_column(table, fields.text)
+    if text is None or not _is_string(text.type):
+        return None
     schema_hint["schema"] = pa.schema(
         [f for f in table.schema if not (pa.types.is_struct(f.type) or pa.types.is_list(f.type))]
     )
     return table
+
+
+def _text_field_pin(path: str) -> pa.Field:
+    """The text field typed as a string for Arrow's parser (a number there is a parse error, not
+    text), nested as its path says: `metadata.text` pins `metadata: struct<text: string>`."""
+    *parents, name = path.split(".")
+    t = pa.string()
+    for parent in reversed(parents):
+        t, name = pa.struct([(name, t)]), parent
+    return pa.field(name, t)
 
 
 def _parse_line(line: bytes, fields: FieldMap) -> tuple[dict | None, str, str]:
@@ -225,7 +294,7 @@ def _parse_line(line: bytes, fields: FieldMap) -> tuple[dict | None, str, str]:
         return None, "json", str(exc)
     if not isinstance(rec, dict):
         return None, "not_object", f"JSON {type(rec).__name__}, expected an object"
-    text = rec.get(fields.text)
+    text = lookup(rec, fields.text)
     if text is None:
         return None, "missing_text", f"no {fields.text!r} field"
     if not isinstance(text, str):
@@ -237,26 +306,31 @@ def _parse_line(line: bytes, fields: FieldMap) -> tuple[dict | None, str, str]:
 
 def _records_to_table(records: list[dict], fields: FieldMap) -> pa.Table:
     """Slow-path records to a table shaped like the fast path's (meta fields as JSON-able values)."""
-    cols: dict[str, list] = {fields.text: [r[fields.text] for r in records]}
+    # columns named by the field paths themselves, which build_docs finds as top-level names
+    cols: dict[str, list] = {fields.text: [lookup(r, fields.text) for r in records]}
     for key in (fields.id, fields.url, fields.source):
-        vals = [r.get(key) for r in records]
+        vals = [lookup(r, key) for r in records]
         cols[key] = [None if v is None else str(v) if not isinstance(v, str) else v for v in vals]
     table = pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})
-    exclude = {fields.text, fields.id, fields.url, fields.source}
-    metas = [{k: v for k, v in r.items() if k not in exclude} for r in records]
+    metas = []
+    for r in records:
+        top, nested = meta_exclusions(list(r), fields)
+        metas.append(drop_nulls(without_paths({k: v for k, v in r.items() if k not in top}, nested)))
     # Pre-encoded meta travels as a column that build_docs passes through untouched.
     return table.append_column(PRE_ENCODED_META, pa.array([orjson.dumps(m).decode() for m in metas]))
 
 
-def read_jsonl(
-    raw: io.BufferedIOBase, compression: str | None, fields: FieldMap, source_file: str, input_key: str
-) -> Iterator[Block]:
-    """Stream a JSON-lines file in blocks of whole lines (line numbers are 1-based)."""
+def _line_blocks(
+    raw: io.BufferedIOBase, compression: str | None
+) -> Iterator[tuple[bytes, int, int, str | None]]:
+    """Blocks of whole lines as (block, lines before it, bytes before it, None).
+
+    When the stream breaks, the last item is (the bytes after the last whole line, lines before
+    them, their offset, the error). A final line without a newline gets one.
+    """
     pending = b""
     line_no = 0  # lines consumed so far
     offset = 0  # decompressed bytes consumed so far
-    quarantine = QuarantineBuffer(source_file, fields.raw_cap)
-    schema_hint: dict = {}
     for chunk, error in _prefetched(_decompressed_chunks(raw, compression)):
         pending += chunk
         if len(pending) < BLOCK_BYTES and error is None:
@@ -264,24 +338,38 @@ def read_jsonl(
         cut = pending.rfind(b"\n") + 1
         if cut:
             block, pending = pending[:cut], pending[cut:]
-            yield _jsonl_block(
-                block, line_no, offset, fields, source_file, input_key, quarantine, schema_hint
-            )
+            yield block, line_no, offset, None
             line_no += block.count(b"\n")
             offset += len(block)
         if error is not None:
-            if pending.strip():
-                quarantine.add(line_no + 1, offset, "truncated", error, pending)
-                yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
-            elif not pending:
-                # The break fell on a line boundary: nothing half-read, but say so.
-                quarantine.add(line_no + 1, offset, "truncated", error, b"")
-                yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
+            yield pending, line_no, offset, error
             return
     if pending.strip():  # a final line without a newline is still a record
-        yield _jsonl_block(
-            pending + b"\n", line_no, offset, fields, source_file, input_key, quarantine, schema_hint
-        )
+        yield pending + b"\n", line_no, offset, None
+
+
+def _truncated_block(rest: bytes, line_no: int, offset: int, error: str, quarantine: QuarantineBuffer):
+    """The record a stream broke in, as one `truncated` row (none when only whitespace is left)."""
+    if rest.strip() or not rest:
+        # not rest: the break fell on a line boundary; nothing half-read, but say so
+        quarantine.add(line_no + 1, offset, "truncated", error, rest)
+        return Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
+    return None
+
+
+def read_jsonl(
+    raw: io.BufferedIOBase, compression: str | None, fields: FieldMap, source_file: str, input_key: str
+) -> Iterator[Block]:
+    """Stream a JSON-lines file in blocks of whole lines (line numbers are 1-based)."""
+    quarantine = QuarantineBuffer(source_file, fields.raw_cap)
+    schema_hint: dict = {}
+    for block, line_no, offset, error in _line_blocks(raw, compression):
+        if error is None:
+            yield _jsonl_block(
+                block, line_no, offset, fields, source_file, input_key, quarantine, schema_hint
+            )
+        elif (cut := _truncated_block(block, line_no, offset, error, quarantine)) is not None:
+            yield cut
 
 
 def _jsonl_block(
@@ -317,7 +405,7 @@ def _jsonl_block(
     lines = [block[starts[i] : ends[i]] for i in keep_idx]
     table = _parse_block_fast(lines, fields, schema_hint) if lines else None
     if table is not None:
-        keep, reasons = text_problems(table.column(fields.text), fields.max_record_bytes)
+        keep, reasons = text_problems(field_column(table, fields.text), fields.max_record_bytes)
         if reasons:
             for j, reason in enumerate(reasons):
                 if reason:
@@ -383,6 +471,8 @@ def read_parquet(
     except (pa.ArrowInvalid, OSError) as exc:
         raw.seek(0, io.SEEK_END)
         size = raw.tell()
+        if size == 0:  # an empty file: no records, not a broken one
+            return
         raw.seek(0)
         head = raw.read(fields.raw_cap)
         quarantine.add(0, 0, "truncated", f"{size} bytes, Parquet footer unreadable: {exc}", head, size)
@@ -406,7 +496,10 @@ def read_arrow(raw: io.BufferedIOBase, fields: FieldMap, source_file: str, input
     """
     quarantine = QuarantineBuffer(source_file, fields.raw_cap)
     # The file format is the stream format framed by a magic string and a footer.
-    if raw.read(8)[:6] != b"ARROW1":
+    head = raw.read(8)
+    if not head:  # an empty file: no records, not a broken one
+        return
+    if head[:6] != b"ARROW1":
         raw.seek(0)
     pending: list[pa.RecordBatch] = []
     first_row = n_pending = 0
@@ -452,16 +545,14 @@ def _columnar_block(
     """Rows of a Parquet or Arrow batch to documents; rows without usable text to quarantine."""
     n = table.num_rows
     invalid: dict[int, tuple[int, bytes]] = {}  # row -> (byte of the first invalid UTF-8, raw text)
-    if fields.text not in table.column_names:
+    col = field_column(table, fields.text)  # a struct field (`metadata.text`) picked out by Arrow
+    if col is None:
         reasons, keep = ["missing_text"] * n, pa.array([False] * n)
+    elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or _is_string(col.type):
+        col, invalid = _as_utf8(col)
+        keep, reasons = text_problems(col, fields.max_record_bytes)
     else:
-        col = table.column(fields.text)
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or _is_string(col.type):
-            col, invalid = _as_utf8(col)
-            table = table.set_column(table.column_names.index(fields.text), fields.text, col)
-            keep, reasons = text_problems(col, fields.max_record_bytes)
-        else:
-            reasons, keep = ["text_not_string"] * n, pa.array([False] * n)
+        reasons, keep = ["text_not_string"] * n, pa.array([False] * n)
     if reasons:
         rows = None
         for j, reason in enumerate(reasons):
@@ -473,14 +564,27 @@ def _columnar_block(
                 detail = f"row {row}: {fields.text!r} has invalid UTF-8 at byte {at}"
                 quarantine.add(row, None, "utf8", detail, raw)
                 continue
-            rows = rows or table.to_pylist()
+            rows = rows or _rows_for_raw(table, fields.text, col, invalid)
             quarantine.add(
                 row, None, reason, f"row {row}: {reason}", orjson.dumps(rows[j], default=json_default)
             )
         table = table.filter(keep)
+        col = col.filter(keep) if col is not None else None
         offsets = offsets[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
-    docs = build_docs(table, fields, input_key, source_file, pa.array(offsets)) if table.num_rows else None
-    return Block(docs if docs is not None else DOCS_SCHEMA.empty_table(), quarantine.take(), n)
+    if not table.num_rows:
+        return Block(DOCS_SCHEMA.empty_table(), quarantine.take(), n)
+    docs = build_docs(table, fields, input_key, source_file, pa.array(offsets), text=col)
+    return Block(docs, quarantine.take(), n)
+
+
+def _rows_for_raw(table: pa.Table, path: str, text, invalid: dict) -> list[dict | None]:
+    """The rows as Python values for quarantine's `raw`, with the text as decoded (rows whose
+    text is not UTF-8 are left out: their raw is the text's bytes)."""
+    if text is not None and path in table.column_names:
+        return table.set_column(table.column_names.index(path), path, text).to_pylist()
+    if not invalid:
+        return table.to_pylist()
+    return [None if j in invalid else table.slice(j, 1).to_pylist()[0] for j in range(table.num_rows)]
 
 
 def _is_string(t: pa.DataType) -> bool:
@@ -509,6 +613,188 @@ def _as_utf8(col: pa.ChunkedArray) -> tuple[pa.Array, dict[int, tuple[int, bytes
             values.append(None)
             invalid[j] = (exc.start, v)
     return pa.array(values, pa.string()), invalid
+
+
+# ---------------------------------------------------------------- plain text
+
+# bytes.strip()'s whitespace: a line of only these is blank, as in JSONL
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def read_text_file(
+    raw: io.BufferedIOBase, compression: str | None, fields: FieldMap, source_file: str, input_key: str
+) -> Iterator[Block]:
+    """A whole text file as one document, id `<input_key>` (the file is the record, offset 0)."""
+    quarantine = QuarantineBuffer(source_file, fields.raw_cap)
+    parts: list[bytes] = []
+    size, error = 0, None
+    for chunk, err in _decompressed_chunks(raw, compression):
+        error = err  # set on the last chunk only
+        if size + len(chunk) <= fields.max_record_bytes:
+            parts.append(chunk)
+        elif size < fields.raw_cap:  # only the head is kept of a file too large to be a record
+            parts.append(chunk[: fields.raw_cap - size])
+        size += len(chunk)
+    data = b"".join(parts)
+    reason = detail = ""
+    if error is not None:
+        reason, detail = "truncated", f"{error} after {size} bytes"
+    elif size > fields.max_record_bytes:
+        reason, detail = "too_large", f"{size} bytes > limit {fields.max_record_bytes}"
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            reason, detail = "utf8", f"invalid UTF-8 at byte {exc.start}"
+        else:
+            if not text.strip():
+                reason, detail = "empty_text", "the file is empty or only whitespace"
+    if reason:
+        quarantine.add(0, 0 if reason != "utf8" else None, reason, detail, data, size)
+        yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
+        return
+    table = pa.table({fields.text: pa.array([text], pa.string()), fields.id: [input_key]})
+    yield Block(build_docs(table, fields, input_key, source_file, pa.array([0])), quarantine.take(), 1)
+
+
+def read_text_lines(
+    raw: io.BufferedIOBase, compression: str | None, fields: FieldMap, source_file: str, input_key: str
+) -> Iterator[Block]:
+    """One document per non-blank line, ids `<input_key>:<line>` (1-based, as for JSONL)."""
+    quarantine = QuarantineBuffer(source_file, fields.raw_cap)
+    for block, line_no, offset, error in _line_blocks(raw, compression):
+        if error is None:
+            yield _text_lines_block(block, line_no, offset, fields, source_file, input_key, quarantine)
+        elif (cut := _truncated_block(block, line_no, offset, error, quarantine)) is not None:
+            yield cut
+
+
+def _text_lines_block(
+    block: bytes,
+    first_line: int,
+    base_offset: int,
+    fields: FieldMap,
+    source_file: str,
+    input_key: str,
+    quarantine: QuarantineBuffer,
+) -> Block:
+    starts, ends = _line_bounds(block)
+    line_numbers = np.arange(first_line + 1, first_line + 1 + len(starts))
+    # a line is blank when it holds no byte but whitespace: count the others per line, at once
+    solid = np.concatenate(([0], np.cumsum(~_ASCII_SPACE[np.frombuffer(block, dtype=np.uint8)])))
+    records = solid[ends] - solid[starts] > 0
+    too_large = records & (ends - starts > fields.max_record_bytes)
+    for i in np.flatnonzero(too_large):
+        size = int(ends[i] - starts[i])
+        detail = f"{size} bytes > limit {fields.max_record_bytes}"
+        quarantine.add(
+            int(line_numbers[i]),
+            base_offset + int(starts[i]),
+            "too_large",
+            detail,
+            block[starts[i] : ends[i]],
+        )
+    keep_idx = np.flatnonzero(records & ~too_large)
+    n_read = int(records.sum())
+    if not len(keep_idx):
+        return Block(DOCS_SCHEMA.empty_table(), quarantine.take(), n_read)
+    # every line with its newline, straight from the block's bytes; the newline is trimmed below
+    offsets = np.append(starts, ends[-1] + 1).astype(np.int64)
+    lines = pa.Array.from_buffers(
+        pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(block)]
+    ).take(pa.array(keep_idx))
+    text, invalid = _as_utf8(pa.chunked_array([lines]))
+    text = pc.utf8_rtrim(text, characters="\r\n")
+    for j, (at, raw_line) in invalid.items():
+        i = keep_idx[j]
+        quarantine.add(
+            int(line_numbers[i]),
+            base_offset + int(starts[i]),
+            "utf8",
+            f"invalid UTF-8 at byte {at}",
+            raw_line,
+        )
+    keep, reasons = text_problems(text, fields.max_record_bytes)
+    for j, reason in enumerate(reasons):
+        if reason and j not in invalid:  # e.g. a line of only non-ASCII spaces: empty_text
+            i = keep_idx[j]
+            quarantine.add(
+                int(line_numbers[i]),
+                base_offset + int(starts[i]),
+                reason,
+                REASON_DETAIL[reason],
+                lines[j].as_py(),
+            )
+    if reasons:
+        text = text.filter(keep)
+        keep_idx = keep_idx[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
+    if not len(text):
+        return Block(DOCS_SCHEMA.empty_table(), quarantine.take(), n_read)
+    table = pa.table({fields.text: text})
+    docs = build_docs(table, fields, input_key, source_file, pa.array(line_numbers[keep_idx]))
+    return Block(docs, quarantine.take(), n_read)
+
+
+# ---------------------------------------------------------------- which fields an input has
+
+
+def jsonl_fields_found(
+    raw: io.BufferedIOBase, compression: str | None, paths: list[str], whole: bool = False
+) -> tuple[set[str], list[str] | None]:
+    """Which of these field paths the first record of a JSON-lines stream has (`whole`: any of
+    its records, reading until every path is found), and the first record's top-level keys
+    (None when no line is a JSON object)."""
+    missing = set(paths)
+    first: list[str] | None = None
+    for line in _stream_lines(raw, compression, read_size=64 * 1024):
+        # after the first record, parse only lines that can hold a missing field's name
+        leaves = [p.rsplit(".", 1)[-1].encode() for p in missing]
+        if first is not None and b"\\u" not in line and not any(leaf in line for leaf in leaves):
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if first is None:
+            first = list(rec)
+        missing = {p for p in missing if not has_path(rec, p)}
+        if not missing or not whole:
+            break
+    return set(paths) - missing, first
+
+
+def _stream_lines(raw: io.BufferedIOBase, compression: str | None, read_size: int) -> Iterator[bytes]:
+    """The lines of a stream, a little read at a time (a break ends it after the bytes read)."""
+    pending = bytearray()  # amortised appends: a long line arrives in many small chunks
+    for chunk, _error in _decompressed_chunks(raw, compression, read_size):
+        cut = chunk.rfind(b"\n") + 1
+        if cut:
+            pending += chunk[:cut]
+            yield from bytes(pending).split(b"\n")[:-1]
+            pending = bytearray(chunk[cut:])
+        else:
+            pending += chunk
+    if pending:
+        yield bytes(pending)
+
+
+def arrow_schema(raw: io.BufferedIOBase) -> tuple[pa.Schema, bool] | None:
+    """An Arrow IPC file's schema and whether it holds any row; None when it cannot be read
+    (a file cut short: its unit quarantines it)."""
+    if raw.read(8)[:6] != b"ARROW1":
+        raw.seek(0)
+    try:
+        reader = pa.ipc.open_stream(raw)
+    except (pa.ArrowInvalid, OSError):
+        return None
+    try:
+        has_rows = any(batch.num_rows for batch in reader)  # stops at the first batch with rows
+    except (pa.ArrowInvalid, OSError):
+        has_rows = True  # rows or not, the break is the unit's to report
+    return reader.schema, has_rows
 
 
 # ---------------------------------------------------------------- WARC
@@ -540,6 +826,10 @@ def read_warc(
 
         stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         breaks += (zstandard.ZstdError,)
+    elif compression == "bzip2":
+        import bz2
+
+        stream = bz2.BZ2File(raw)
     from trafilatura.deduplication import LRU_TEST
 
     # trafilatura drops text segments it has seen before in this process: start each file afresh,
@@ -549,12 +839,15 @@ def read_warc(
     quarantine = QuarantineBuffer(source_file, fields.raw_cap)
     rows: dict[str, list] = {"text": [], "id": [], "url": [], "meta": [], "offset": []}
     n_read = 0
-    records = ArchiveIterator(stream)
+    watched = _Watched(stream, breaks)
+    records = ArchiveIterator(watched)
     index = 0  # the record being read
     while True:
         try:
             record = next(records, None)
             if record is None:
+                if watched.error is not None:  # warcio ended quietly on a break between records
+                    raise watched.error
                 break
             parsed = process_record(record)
             # An uncompressed file cut inside a record ends before its Content-Length.
@@ -583,6 +876,21 @@ def read_warc(
             yield _warc_block(rows, fields, source_file, input_key, quarantine, n_read)
             rows, n_read = {k: [] for k in rows}, 0
     yield _warc_block(rows, fields, source_file, input_key, quarantine, n_read)
+
+
+class _Watched:
+    """A stream that remembers the break it raised: warcio reads an EOFError that comes while it
+    looks for the next record's header as the end of the file."""
+
+    def __init__(self, stream, breaks: tuple[type[BaseException], ...]):
+        self.stream, self.breaks, self.error = stream, breaks, None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.stream.read(size)
+        except self.breaks as exc:
+            self.error = exc
+            raise
 
 
 def _warc_block(

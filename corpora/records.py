@@ -13,7 +13,11 @@ from assay.corpora.schema import DEFAULT_MAX_RECORD_BYTES, DEFAULT_RAW_CAP, DOCS
 
 @dataclass(frozen=True)
 class FieldMap:
-    """Which source fields become which document columns."""
+    """Which source fields become which document columns.
+
+    Each field is a path: a top-level key of that exact name, else a dotted path into nested
+    objects (`metadata.url`), as dolma files nest theirs.
+    """
 
     text: str = "text"
     id: str = "id"
@@ -64,6 +68,92 @@ class QuarantineBuffer:
         return table
 
 
+# ---------------------------------------------------------------- field paths
+
+_ABSENT = object()
+
+
+def lookup(record: dict, path: str, default=None):
+    """A record's value at a field path (see FieldMap); `default` when the path is absent."""
+    if path in record:
+        return record[path]
+    value = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return default
+        value = value[part]
+    return value
+
+
+def has_path(record: dict, path: str) -> bool:
+    """Whether the record has the field at all (a null value counts: the key is there)."""
+    return lookup(record, path, _ABSENT) is not _ABSENT
+
+
+def field_column(table: pa.Table, path: str) -> pa.ChunkedArray | None:
+    """The column at a field path, struct fields picked out by Arrow; None when the table has none."""
+    if path in table.column_names:
+        return table.column(path)
+    head, *rest = path.split(".")
+    if not rest or head not in table.column_names:
+        return None
+    col = table.column(head)
+    for part in rest:
+        if not pa.types.is_struct(col.type) or col.type.get_field_index(part) < 0:
+            return None
+        col = pc.struct_field(col, part)  # null where the parent struct is null
+    return col
+
+
+def schema_has_path(schema: pa.Schema, path: str) -> bool:
+    if path in schema.names:
+        return True
+    head, *rest = path.split(".")
+    if not rest or head not in schema.names:
+        return False
+    t = schema.field(head).type
+    for part in rest:
+        if not pa.types.is_struct(t) or t.get_field_index(part) < 0:
+            return False
+        t = t.field(part).type
+    return True
+
+
+def without_paths(record: dict, paths: list[list[str]]) -> dict:
+    """The record less the nested fields at these (split) paths; other keys are shared, not copied."""
+    out = dict(record)
+    for parts in paths:
+        _pop(out, parts)
+    return out
+
+
+def _pop(obj: dict, parts: list[str]) -> None:
+    key = parts[0]
+    if key not in obj:
+        return
+    if len(parts) == 1:
+        del obj[key]
+    elif isinstance(obj[key], dict):
+        obj[key] = child = dict(obj[key])  # copy: the caller's record stays whole
+        _pop(child, parts[1:])
+
+
+def meta_exclusions(names: list[str], fields: FieldMap) -> tuple[set[str], list[list[str]]]:
+    """What meta leaves out: mapped top-level keys, and mapped nested fields (split into parts).
+
+    A mapped nested field leaves meta like a top-level one, so its value is never stored twice
+    (the text above all); the rest of its object stays in meta.
+    """
+    top: set[str] = set()
+    nested: list[list[str]] = []
+    for path in (fields.text, fields.id, fields.url, fields.source):
+        if path in names or "." not in path:
+            top.add(path)
+        else:
+            nested.append(path.split("."))
+    return top, nested
+
+
 def drop_nulls(value):
     """Remove null-valued keys recursively, so `meta` says only what the record said."""
     if isinstance(value, dict):
@@ -80,21 +170,24 @@ def json_default(value):
     return str(value)
 
 
-def meta_column(table: pa.Table, exclude: set[str]) -> pa.Array:
-    """JSON-encode the columns not mapped to document fields (small: never the text)."""
+def meta_column(table: pa.Table, fields: FieldMap) -> pa.Array:
+    """JSON-encode the fields not mapped to document columns (small: never the text)."""
     if PRE_ENCODED_META in table.column_names:
         return table.column(PRE_ENCODED_META).combine_chunks().cast(pa.string())
-    rest = [c for c in table.column_names if c not in exclude]
+    top, nested = meta_exclusions(table.column_names, fields)
+    rest = [c for c in table.column_names if c not in top]
     if not rest:
         return pa.array(["{}"] * table.num_rows, pa.string())
     rows = table.select(rest).to_pylist()
+    if nested:
+        rows = [without_paths(r, nested) for r in rows]
     return pa.array([orjson.dumps(drop_nulls(r), default=json_default).decode() for r in rows], pa.string())
 
 
-def string_or_null(table: pa.Table, name: str) -> pa.Array:
-    if name not in table.column_names:
+def string_or_null(table: pa.Table, path: str) -> pa.Array:
+    col = field_column(table, path)
+    if col is None:
         return pa.nulls(table.num_rows, pa.string())
-    col = table.column(name)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return col.combine_chunks().cast(pa.string())
     if pa.types.is_null(col.type):
@@ -110,8 +203,11 @@ def build_docs(
     input_key: str,
     source_file: str,
     offsets: pa.Array,
+    text: pa.Array | pa.ChunkedArray | None = None,
 ) -> pa.Table:
     """Assemble the document columns from a validated table (text present, non-empty strings).
+
+    `text` is the text column when the caller already holds it (decoded), else it is looked up.
 
     The id is the record's own id when it has one, else `<input_key>:<offset>`: stable across
     reruns of the same inputs, unique within the input.
@@ -122,14 +218,16 @@ def build_docs(
     own_id = string_or_null(table, fields.id)
     ids = pc.if_else(pc.is_null(own_id), derived, own_id)
     source = pc.fill_null(string_or_null(table, fields.source), fields.default_source or input_key)
-    exclude = {fields.text, fields.id, fields.url, fields.source}
+    text = field_column(table, fields.text) if text is None else text
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
     return pa.table(
         {
             "id": ids,
-            "text": table.column(fields.text).combine_chunks().cast(pa.string()),
+            "text": text.cast(pa.string()),
             "source": source,
             "url": string_or_null(table, fields.url),
-            "meta": meta_column(table, exclude),
+            "meta": meta_column(table, fields),
             "source_file": pa.array([source_file] * table.num_rows, pa.string()),
             "source_offset": offsets.cast(pa.int64()),
         },

@@ -63,10 +63,23 @@ def _console():
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @root_option
-@click.option("--text-field", default="text", show_default=True, help="Field holding the document text.")
+@click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="Field holding the document text; a dotted path reaches into nested objects (doc.body).",
+)
 @click.option("--id-field", default="id", show_default=True, help="Field holding the id (derived if absent).")
-@click.option("--url-field", default="url", show_default=True)
+@click.option("--url-field", default="url", show_default=True, help="Field holding the URL (metadata.url).")
+@click.option("--source-field", default="source", show_default=True, help="Field holding the source name.")
 @click.option("--source", default=None, help="Source name for records without a `source` field [file name].")
+@click.option(
+    "--txt-mode",
+    type=click.Choice(["file", "line"]),
+    default="file",
+    show_default=True,
+    help=".txt inputs: one document per file, or one per non-blank line.",
+)
 @click.option(
     "--id-prefix",
     default=None,
@@ -85,7 +98,9 @@ def ingest(
     text_field,
     id_field,
     url_field,
+    source_field,
     source,
+    txt_mode,
     id_prefix,
     shard_rows,
     shard_mb,
@@ -95,7 +110,7 @@ def ingest(
     workers,
     executor_opts,
 ):
-    """Read INPUTS (JSONL[.gz|.zst], Parquet, Arrow, WARC; files, folders, globs, fsspec URLs) into docs shards.
+    """Read INPUTS (JSONL or text [.gz|.zst|.bz2], Parquet, Arrow, WARC; files, folders, globs, fsspec URLs) into docs shards.
 
     hf:PATH[:split] reads a Hugging Face dataset saved with save_to_disk, or a hub-style folder of
     Parquet/JSONL/Arrow shards. Records that cannot become documents go to quarantine/ with a
@@ -109,7 +124,9 @@ def ingest(
         text_field=text_field,
         id_field=id_field,
         url_field=url_field,
+        source_field=source_field,
         source=source,
+        txt_mode=txt_mode,
         id_prefix=id_prefix,
         shard_rows=shard_rows,
         shard_bytes=shard_mb * 1024 * 1024,
@@ -140,6 +157,11 @@ def ingest(
     )
     console = _console()
     console.print(table)
+    for e in summary["inputs"]:
+        if e.get("note"):
+            console.print(
+                f"note: {e.get('key', e['path'])}: {e['note']}", markup=False, highlight=False, soft_wrap=True
+            )
     if summary["skipped"]:
         console.print(f"[yellow]skipped {len(summary['skipped'])} file(s) that are not inputs:[/yellow]")
         for skip in summary["skipped"]:
@@ -184,6 +206,9 @@ def annotate(root, scorers, device, batch_size, match, executor, workers, execut
       triples[:k=v,...]          spaCy triples + entities; model=, n_process=, languages=en+de, max_chars=
       cluster:k=K,columns=a+b    k-means cluster per document; or embeddings=SET[:COLUMN];
                                  also seed=, sample=N|all, algorithm=minibatch|lloyd
+      embed[:MODEL]              L2-normalised sentence embeddings (float16) in `embedding`
+      betr:NAME                  BETR benchmark similarity to the targets set NAME, in betr_NAME
+      contamination:NAME[:n=13]  n-gram overlap with targets NAME: contam_frac, _benchmark, _example_id, _matches; floor=
       datatrove:Class[:k=v,...]  any datatrove filter as <name>_keep, <name>_reason; name=, lines:FILE, py:mod:attr
       module.path:Class[:ARG]    a scorer from another package (contract: assay.scorers.base)
       NAME[:ARG]                 a scorer another package registers (entry points "assay.scorers")

@@ -130,16 +130,16 @@ def test_unreadable_files_are_reported_or_refused(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     (src / "a.jsonl").write_text(json.dumps({"text": "one document"}) + "\n")
-    (src / "notes.txt").write_text("not an input\n")
+    (src / "notes.md").write_text("not an input\n")
     (src / "table.csv").write_text("text\nhello\n")
     summary = ingest([str(src)], tmp_path / "root", quiet=True)
     assert summary["docs"] == 1
     assert [(Path(s["path"]).name, s["reason"]) for s in summary["skipped"]] == [
-        ("notes.txt", "not a JSONL, Parquet, Arrow or WARC file"),
-        ("table.csv", "not a JSONL, Parquet, Arrow or WARC file"),
+        ("notes.md", "not a JSONL, text, Parquet, Arrow or WARC file"),
+        ("table.csv", "not a JSONL, text, Parquet, Arrow or WARC file"),
     ]
-    with pytest.raises(ValueError, match="notes.txt: unknown input format"):
-        ingest([str(src / "notes.txt")], tmp_path / "other", quiet=True)
+    with pytest.raises(ValueError, match="notes.md: unknown input format"):
+        ingest([str(src / "notes.md")], tmp_path / "other", quiet=True)
     assert not (tmp_path / "other").exists()
 
 
@@ -151,10 +151,10 @@ def test_cli_prints_skipped_files_and_one_line_errors(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     (src / "a.jsonl").write_text(json.dumps({"text": "one document"}) + "\n")
-    (src / "notes.txt").write_text("not an input\n")
+    (src / "notes.md").write_text("not an input\n")
     res = CliRunner().invoke(main, ["ingest", str(src), "--root", str(tmp_path / "root")])
     assert res.exit_code == 0, res.output
-    assert "skipped 1 file(s)" in res.output and "notes.txt: not a JSONL" in res.output
+    assert "skipped 1 file(s)" in res.output and "notes.md: not a JSONL" in res.output
     res = CliRunner().invoke(main, ["ingest", f"hf:{tmp_path / 'missing'}", "--root", str(tmp_path / "r2")])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.count("\n") == 1 and "no such folder" in res.output

@@ -36,6 +36,18 @@ BAD: dict[str, list[list[str]]] = {
         ["x", "{trex}", "--root", "{nowhere}"],
     ],
     "facts list": [["--root", "{nowhere}"]],
+    "targets add": [
+        ["x", "{nowhere}/missing.jsonl", "--root", "{root}"],
+        ["x", "{file}", "--root", "{root}", "--split", "test"],
+        ["x", "{trex}", "--root", "{nowhere}"],
+        ["x", "{trex}", "--root", "{root}", "--map", "text"],
+    ],
+    "targets list": [["--root", "{nowhere}"]],
+    "contamination report": [
+        ["nosuch", "--root", "{root}"],
+        ["nosuch", "--root", "{nowhere}"],
+        ["Bad Name", "--root", "{root}"],
+    ],
     "select": [
         ["--recipe", "{nowhere}/missing.yaml", "--name", "m", "--root", "{root}"],
         ["--recipe", "{file}", "--name", "m", "--root", "{root}"],
