@@ -31,6 +31,11 @@ BAD: dict[str, list[list[str]]] = {
     "train fasttext": [
         ["--root", "{nowhere}", "--positive", "true", "--negative", "false", "--out", "{nowhere}/m.bin"]
     ],
+    "train betr": [
+        ["nosuch", "--root", "{root}"],
+        ["x", "--root", "{nowhere}"],
+        ["x", "--root", "{root}", "--top", "2"],
+    ],
     "facts add": [
         ["x", "{nowhere}/missing.json", "--root", "{root}"],
         ["x", "{trex}", "--root", "{nowhere}"],
