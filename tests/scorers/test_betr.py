@@ -297,6 +297,7 @@ def test_real_benchmarks_against_a_real_corpus(tmp_path, shared_data):
     assert gsm.count("gsm8k") >= 0.8 * len(gsm) and mmlu_docs.count("mmlu") >= 0.9 * len(mmlu_docs)
 
 
+@pytest.mark.slow  # 90 s: the GPU machine runs the script itself; `pytest -m slow` runs it here
 def test_the_gpu_script_runs_here_without_cuda_and_without_the_cpu_only_packages(tmp_path):
     """bench/gpu_check.py imports Assay from the tree it sits in (a copy here, as on the GPU
     machine), with duckdb, polars, datatrove and fastText hidden, and reports CUDA as absent."""
