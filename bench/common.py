@@ -16,6 +16,24 @@ SHARED = REPO.parent / "shared" / "data"
 PAGES = SHARED / "corpora" / "web_trafilatura_eval" / "trafilatura_eval_pages.jsonl.gz"
 
 
+# The real English-ish pages both the heuristics and decontamination benches replicate.
+DOC_SOURCES = [
+    SHARED / "corpora" / "web_trafilatura_eval" / "trafilatura_eval_pages.jsonl.gz",
+    *sorted((SHARED / "corpora" / "misc").glob("dolma_cc_en_head-*.jsonl.gz")),
+]
+
+
+def real_documents() -> list[tuple[str, str]]:
+    """(id, text) of every document in DOC_SOURCES, in file order."""
+    docs = []
+    for path in DOC_SOURCES:
+        if not path.exists():
+            sys.exit(f"needs {path} (the shared data folder beside the repository)")
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            docs += [(str(r["id"]), r["text"]) for r in map(json.loads, f)]
+    return docs
+
+
 def real_records() -> list[dict]:
     if not PAGES.exists():
         sys.exit(f"needs {PAGES} (the shared data folder beside the repository)")

@@ -39,20 +39,14 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 sys.path.append(str(REPO / "bench"))  # last, for common.py only
 
 import argparse  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from common import run_command  # noqa: E402
+from common import real_documents, run_command  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
-CORPORA = SHARED / "corpora"
-SOURCES = [
-    CORPORA / "web_trafilatura_eval" / "trafilatura_eval_pages.jsonl.gz",
-    *sorted((CORPORA / "misc").glob("dolma_cc_en_head-*.jsonl.gz")),
-]
 BENCH = SHARED / "benchmarks"
 KNOWLEDGE = BENCH / "llm_foundry_local_data" / "world_knowledge"
 TARGETS = [
@@ -94,16 +88,6 @@ LocalPipelineExecutor(
     tasks=1, workers=1, logging_dir={logs!r}, skip_completed=False,
 ).run()
 """
-
-
-def real_documents() -> list[tuple[str, str]]:
-    docs = []
-    for path in SOURCES:
-        if not path.exists():
-            sys.exit(f"needs {path} (the shared data folder beside the repository)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            docs += [(str(r["id"]), r["text"]) for r in map(json.loads, f)]
-    return docs
 
 
 def write_corpus(path: Path, megabytes: float, examples: list[dict], every: int) -> tuple[int, int, dict]:

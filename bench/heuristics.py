@@ -48,7 +48,6 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 sys.path.append(str(REPO / "bench"))  # last, for common.py only
 
 import argparse  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
@@ -56,13 +55,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from common import run_command  # noqa: E402
+from common import real_documents, run_command  # noqa: E402
 
-CORPORA = REPO.parent / "shared" / "data" / "corpora"
-SOURCES = [
-    CORPORA / "web_trafilatura_eval" / "trafilatura_eval_pages.jsonl.gz",
-    *sorted((CORPORA / "misc").glob("dolma_cc_en_head-*.jsonl.gz")),
-]
 KEEPS = ("gopher_quality_keep", "gopher_repetition_keep", "c4_keep", "fineweb_keep")
 ONE_THREAD = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
@@ -84,16 +78,6 @@ LocalPipelineExecutor(
     tasks=1, workers=1, logging_dir={logs!r},
 ).run()
 """
-
-
-def real_documents() -> list[tuple[str, str]]:
-    docs = []
-    for path in SOURCES:
-        if not path.exists():
-            sys.exit(f"needs {path} (the shared data folder beside the repository)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            docs += [(str(r["id"]), r["text"]) for r in map(json.loads, f)]
-    return docs
 
 
 def write_corpus(path: Path, megabytes: float) -> tuple[int, int, int]:
