@@ -1,6 +1,7 @@
 """`make demo`: the main loop on the bundled sample corpus, as the commands a user would type.
 
-ingest -> annotate -> SQL summary (extended as scorers, facts, selection and forecasts land).
+ingest -> annotate (heuristics, language, embeddings, BETR, decontamination, facts) -> SQL -> select ->
+fit predictors -> forecast.
 """
 
 from __future__ import annotations
@@ -65,6 +66,41 @@ def main() -> int:
         "round(avg(gopher_repetition_keep::INT), 2) AS gopher_rep, round(avg(c4_keep::INT), 2) AS c4, "
         "round(avg(fineweb_keep::INT), 2) AS fineweb, round(avg(rp_unigram_entropy), 2) AS entropy "
         "FROM annotations GROUP BY source ORDER BY docs DESC",
+        "--root",
+        root,
+    )
+    # Benchmark similarity: targets from training/dev splits rank the corpus (BETR); the test splits
+    # are what decontamination looks for.
+    betr = REPO / "tests" / "fixtures" / "betr"
+    step("targets", "add", "dev", str(betr / "mmlu" / "dev"), str(betr / "gsm8k_train.jsonl"), "--root", root)
+    step(
+        "targets", "add", "test", str(betr / "mmlu" / "test"), str(betr / "gsm8k_test.jsonl"),
+        str(betr / "arc_easy.jsonl"), "--split", "test", "--root", root,
+    )  # fmt: skip
+    step("annotate", "--root", root, "--scorer", "embed", "--scorer", "contamination:test")
+    step("annotate", "--root", root, "--scorer", "betr:dev")
+    step(
+        "sql",
+        "SELECT betr_dev_benchmark AS nearest_benchmark, source, count(*) AS docs_in_a_top3 FROM annotations "
+        "WHERE betr_dev_rank <= 3 GROUP BY ALL ORDER BY nearest_benchmark, docs_in_a_top3 DESC",
+        "--root",
+        root,
+    )
+    step(
+        "sql",
+        "SELECT a.betr_dev_rank AS rank, a.betr_dev_benchmark AS benchmark, a.source, "
+        "left(regexp_replace(d.text, '\\s+', ' ', 'g'), 70) AS text FROM annotations a JOIN docs d USING (id) "
+        "WHERE a.betr_dev_rank IS NOT NULL "
+        "QUALIFY row_number() OVER (PARTITION BY benchmark ORDER BY rank, a.id) <= 3 ORDER BY benchmark, rank",
+        "--root",
+        root,
+    )
+    step("contamination", "report", "test", "--root", root)
+    step(
+        "sql",
+        "SELECT a.contam_benchmark, a.contam_example_id, round(a.contam_frac, 2) AS frac, a.source, "
+        "left(regexp_replace(d.text, '\\s+', ' ', 'g'), 60) AS text FROM annotations a JOIN docs d USING (id) "
+        "WHERE a.contam_frac >= 0.5 ORDER BY a.contam_frac DESC",
         "--root",
         root,
     )

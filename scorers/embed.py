@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -207,8 +206,7 @@ class EmbeddingScorer:
 
     def _load(self) -> Any:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub; never try it
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            runtime.offline_loading()
             from sentence_transformers import SentenceTransformer
 
             kwargs: dict[str, Any] = {"device": self.device}

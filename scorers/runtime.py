@@ -112,6 +112,16 @@ def resolve_model(model: str | os.PathLike) -> Path:
     )
 
 
+def offline_loading() -> None:
+    """Before loading a model: the hub is never tried, and transformers' per-weight loading bar (one
+    per model load, on stderr, in every worker) stays off; Assay's own progress covers the run."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _model_files(folder: Path) -> list[Path]:
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):

@@ -57,7 +57,13 @@ def targets_add(name, paths, root, split, benchmark, per_benchmark, fmt, maps, r
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"registered targets set {name!r}: {info['examples']:,} examples -> {info['path']}")
-    click.echo(f"next: assay annotate --root {root} --scorer contamination:{name}")
+    import pyarrow.parquet as pq
+
+    splits = set(pq.read_table(info["path"], columns=["split"]).column("split").to_pylist())
+    if splits == {"test"}:  # held-out examples are looked for; training/dev examples rank the corpus
+        click.echo(f"next: assay annotate --root {root} --scorer contamination:{name}")
+    else:
+        click.echo(f"next: assay annotate --root {root} --scorer embed, then --scorer betr:{name}")
 
 
 @click.command("list")
