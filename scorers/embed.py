@@ -279,9 +279,16 @@ def vectors_of(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     valid = column.is_valid().to_numpy(zero_copy_only=False)
-    if not isinstance(column.type, pa.FixedSizeListType):
-        raise ValueError(f"embedding column has type {column.type}, expected a fixed-size list of floats")
-    dim = column.type.list_size
+    if isinstance(column.type, pa.ListType | pa.LargeListType):
+        # what SQL returns (DuckDB reads the stored fixed-size lists back as FLOAT[]): one length
+        lengths = np.unique(column.filter(pa.array(valid)).value_lengths().to_numpy(zero_copy_only=False))
+        if len(lengths) > 1:
+            raise ValueError(f"embedding column holds vectors of {len(lengths)} different lengths")
+        dim = int(lengths[0]) if len(lengths) else 0
+    elif isinstance(column.type, pa.FixedSizeListType):
+        dim = column.type.list_size
+    else:
+        raise ValueError(f"embedding column has type {column.type}, expected a list of floats")
     values = column.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
     return values.astype(np.float16, copy=False).reshape(-1, dim), valid
 

@@ -155,3 +155,19 @@ def test_fractions_and_the_version(root, tmp_path):
 def test_bad_specs_are_one_clear_error(root, spec, message):
     with pytest.raises(ValueError, match=message):
         make_scorer(spec, root)
+
+
+def test_vectors_of_reads_sql_lists_and_refuses_ragged():
+    import pyarrow as pa
+
+    from assay.scorers.embed import vectors_of
+
+    # DuckDB reads the stored fixed-size lists back as FLOAT[]: the same vectors either way
+    sql = pa.array([[0.5, -0.25], None, [1.0, 0.0]], pa.list_(pa.float32()))
+    stored = pa.FixedSizeListArray.from_arrays(
+        pa.array([0.5, -0.25, 0, 0, 1.0, 0.0], pa.float16()), 2, mask=pa.array([False, True, False])
+    )
+    (a, va), (b, vb) = vectors_of(sql), vectors_of(stored)
+    assert a.tolist() == b.tolist() == [[0.5, -0.25], [1.0, 0.0]] and va.tolist() == vb.tolist()
+    with pytest.raises(ValueError, match="different lengths"):
+        vectors_of(pa.array([[1.0], [1.0, 2.0]], pa.list_(pa.float32())))
