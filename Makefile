@@ -37,7 +37,7 @@ lint: setup
 bench: setup
 	cd bench && ../$(VENV)/bin/python ingest.py --mb 500
 	cd bench && ../$(VENV)/bin/python heuristics.py
-	cd bench && ../$(VENV)/bin/python fasttext.py
+	cd bench && ../$(VENV)/bin/python quality_classifier.py
 	cd bench && ../$(VENV)/bin/python facts.py
 	cd bench && ../$(VENV)/bin/python decontam.py
 	cd bench && ../$(VENV)/bin/python selection.py

@@ -43,9 +43,6 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# bench/fasttext.py would shadow the fasttext module that training imports: keep this folder off
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(REPO / "bench"))
 
 from common import SHARED, run_child  # noqa: E402
 
@@ -362,7 +359,10 @@ def validate(work: Path) -> dict:
         ):
             out = CliRunner().invoke(cli, ["train", "betr", spec, "--root", str(root), *extra])
             if out.exit_code != 0:
-                raise RuntimeError(out.output)
+                import traceback
+
+                detail = "".join(traceback.format_exception(*out.exc_info)) if out.exc_info else ""
+                raise RuntimeError(f"assay train betr {spec} {' '.join(extra)}: {out.output}\n{detail}")
             accuracy = float(re.search(r"held-out accuracy ([0-9.]+)", out.output).group(1))
             r["ranked_sample"] = int(
                 re.search(r"of ([0-9,]+) ranked documents", out.output).group(1).replace(",", "")

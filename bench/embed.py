@@ -23,9 +23,6 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# bench/fasttext.py would shadow the fasttext module: keep this folder off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(REPO / "bench"))
 
 from common import SHARED, real_records, run_child  # noqa: E402
 

@@ -1,6 +1,6 @@
 """fastText scorers vs a raw per-document ``model.predict`` loop over the same documents.
 
-    .venv/bin/python bench/fasttext.py [--rounds 5] [--json OUT.json]
+    .venv/bin/python bench/quality_classifier.py [--rounds 5] [--json OUT.json]
 
 Two real workloads from ../shared/data: the 1,027 trafilatura web pages (long, multilingual) and
 short paragraphs (arXiv paragraphs + 600-character tinyshakespeare pieces). The raw loop gets its
@@ -25,9 +25,6 @@ from pathlib import Path
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
-# this file is named fasttext.py: drop its own folder from the path or `import fasttext` finds it
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(REPO))
 
 from assay.scorers.fasttext_classifier import (  # noqa: E402
     POSITIVE,
