@@ -65,10 +65,12 @@ def replicate_jsonl_gz(out_dir: Path, megabytes: float, files: int = 8) -> tuple
 
 def run_child(code: str, env: dict | None = None) -> tuple[float, float, str]:
     """Run python code in a fresh process: (wall seconds, peak RSS MiB of it and its children, stdout)."""
+    # VmHWM, not RUSAGE_SELF: Linux carries ru_maxrss across exec, so a child of a large parent
+    # would report the parent's peak; the high-water mark of its own address space starts afresh
     code += (
         "\nimport resource as _r, sys as _s\n"
-        "print('PEAK', max(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss, _r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss),"
-        " file=_s.stderr)\n"
+        "_hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "print('PEAK', max(_hwm, _r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss), file=_s.stderr)\n"
     )
     started = time.time()
     out = subprocess.run(
