@@ -10,8 +10,25 @@
                         joined by single spaces; how each format builds it is in `FORMATS`
 
 This layout is a contract: other code (BETR, embeddings) reads these four columns. Schema
-metadata ``assay.targets`` records the sources and ``content_sha256``, a hash of the rows that
-scorers put in their version, so that re-adding a set marks their annotations stale.
+metadata ``assay.targets`` records the sources and ``content_sha256``, a hash of those four
+columns that scorers put in their version, so that re-adding a set marks their annotations stale.
+
+Formats with answer options also keep what ranked classification (RC, the cloze scoring of
+lm-eval and llm-foundry) needs, in four more columns (`CHOICE_SCHEMA`); null for the formats
+without options (cot, qa, lm, humaneval, question-answer, generic):
+
+    context       string        what each option continues: the query (mc), the goal (piqa), the
+                                question (mmlu); null for schema
+    choices       list<string>  the options (mc, piqa, mmlu); for schema the context options
+    gold          int32         index of the correct option; null when unknown (piqa without labels)
+    continuation  string        schema only: the fixed text scored after each context option
+
+Option i is scored as a prompt and a target: prompt ``context``, target ``choices[i]``; for schema
+(Winogrande, WSC) prompt ``choices[i]`` and target ``continuation``, lm-eval's "partial scoring":
+each option fills the blank and the same rest of the sentence is scored. These texts are stored
+verbatim (not stripped, no prompt template); how prompt and target are joined is the scorer's
+business (`assay.pipelines.proxy_eval`). Files written before these columns existed still read:
+`read_targets(..., choices=True)` gives them null choices.
 """
 
 from __future__ import annotations
@@ -32,6 +49,16 @@ TARGETS_DIR = "targets"
 TARGET_SCHEMA = pa.schema(
     [("benchmark", pa.string()), ("split", pa.string()), ("example_id", pa.string()), ("text", pa.string())]
 )
+CHOICE_SCHEMA = pa.schema(
+    [
+        ("context", pa.string()),
+        ("choices", pa.list_(pa.string())),
+        ("gold", pa.int32()),
+        ("continuation", pa.string()),
+    ]
+)
+# the columns of targets/NAME.parquet
+TARGET_FILE_SCHEMA = pa.schema([*TARGET_SCHEMA, *CHOICE_SCHEMA])
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 # path words that name a split, and the split they name
 SPLIT_WORDS = {
@@ -213,6 +240,32 @@ def _parts(fmt: str, record: dict, where: str, label: int | None = None) -> list
     return [record["question"], _first(record["answer"])]
 
 
+NO_CHOICES = (None, None, None, None)
+
+
+def _options(values: Any, where: str) -> list[str]:
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, str | int | float) for v in values)
+    ):
+        raise ValueError(f"{where}: the options must be a list of texts, found {str(values)[:60]!r}")
+    return [str(v) for v in values]
+
+
+def _choice_fields(fmt: str, record: dict, where: str, label: int | None = None) -> tuple:
+    """(context, choices, gold, continuation) of a format with options; all None for the others.
+    Call after `_parts`, which checks the fields and the gold index."""
+    if fmt == "mc":
+        return str(record["query"]), _options(record["choices"], where), record["gold"], None
+    if fmt == "schema":
+        options = _options(record["context_options"], where)
+        return None, options, record["gold"], str(record["continuation"])
+    if fmt == "piqa":
+        return str(record["goal"]), _options([record["sol1"], record["sol2"]], where), label, None
+    return NO_CHOICES
+
+
 def _joined(parts: list[Any], where: str) -> str:
     texts = []
     for p in parts:
@@ -249,6 +302,12 @@ def read_examples(
     path: Path, fmt: str = "auto", mapping: dict[str, str] | None = None
 ) -> list[tuple[str, str]]:
     """(example_id, text) of every record of one file, in file order."""
+    return [row[:2] for row in read_records(path, fmt, mapping)]
+
+
+def read_records(path: Path, fmt: str = "auto", mapping: dict[str, str] | None = None) -> list[tuple]:
+    """(example_id, text, context, choices, gold, continuation) of every record of one file, in
+    file order; the last four are None for formats without options."""
     if fmt not in ("auto", *FORMATS):
         raise ValueError(f"--format {fmt!r}: use one of auto, {', '.join(FORMATS)}")
     if mapping:
@@ -256,7 +315,7 @@ def read_examples(
     elif fmt == "generic":
         raise ValueError("--format generic needs --map text=COL (or context/question/answer=COL)")
     stem, is_csv = _stem(path), path.name.removesuffix(".gz").endswith(".csv")
-    out: list[tuple[str, str]] = []
+    out: list[tuple] = []
     if is_csv and fmt in ("auto", "mmlu"):
         rows = _csv_rows(path)
         if not _is_mmlu(rows):
@@ -268,7 +327,9 @@ def read_examples(
             letter = row[5].strip() if len(row) == 6 else ""
             if letter not in ("A", "B", "C", "D"):
                 raise ValueError(f"{path}: record {i}: expected question, A, B, C, D, answer letter")
-            out.append((f"{stem}:{i}", _joined([row[0], row[1 + "ABCD".index(letter)]], f"{path}:{i}")))
+            gold = "ABCD".index(letter)
+            text = _joined([row[0], row[1 + gold]], f"{path}:{i}")
+            out.append((f"{stem}:{i}", text, row[0], row[1:5], gold, None))
         return out
     if is_csv:
         if fmt != "generic":
@@ -280,6 +341,7 @@ def read_examples(
     labels = None
     for index, (row, record) in enumerate(records):
         where = f"{path}:{row}"
+        fields = NO_CHOICES
         if fmt == "generic":
             own, text = _mapped(record, mapping or {}, where)
         else:
@@ -290,7 +352,8 @@ def read_examples(
             own = next((record[f] for f in ID_FIELDS if record.get(f) is not None), None)
             label = labels[index] if labels is not None else None
             text = _joined(_parts(fmt, record, where, label), where)
-        out.append((f"{stem}:{row}" if own is None else str(own), text))
+            fields = _choice_fields(fmt, record, where, label)
+        out.append((f"{stem}:{row}" if own is None else str(own), text, *fields))
     return out
 
 
@@ -311,7 +374,8 @@ def parse_map(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     return mapping
 
 
-def _cap_key(example_id: str) -> bytes:
+def cap_key(example_id: str) -> bytes:
+    """The order in which per-benchmark caps keep examples: blake2b of the id, lowest first."""
     return hashlib.blake2b(example_id.encode(), digest_size=8).digest()
 
 
@@ -322,8 +386,10 @@ def load_targets(
     fmt: str = "auto",
     mapping: dict[str, str] | None = None,
     per_benchmark: int | None = None,
+    choices: bool = False,
 ) -> pa.Table:
-    """Every example of the files (or folders) as TARGET_SCHEMA rows, in reading order.
+    """Every example of the files (or folders) as TARGET_SCHEMA rows, in reading order; with
+    ``choices`` as TARGET_FILE_SCHEMA rows (the options for ranked classification too).
 
     ``per_benchmark`` keeps, per benchmark, the examples whose ids hash lowest (blake2b of the
     example id): the same examples on every run, whatever the order of the inputs."""
@@ -331,7 +397,7 @@ def load_targets(
         raise ValueError(f"--per-benchmark {per_benchmark}: give a positive number of examples")
     if benchmark is not None and not _slug(benchmark):
         raise ValueError(f"--benchmark {benchmark!r}: give a name with letters or digits")
-    rows: list[tuple[str, str, str, str]] = []
+    rows: list[tuple] = []
     seen: dict[tuple[str, str], Path] = {}
     for given in paths:
         for path in data_files(Path(given)):
@@ -341,28 +407,30 @@ def load_targets(
                     f"{path}: cannot tell the split from its name; pass --split (e.g. --split test)"
                 )
             bench = benchmark or benchmark_name(path)
-            for example_id, text in read_examples(path, fmt, mapping):
+            for example_id, text, *fields in read_records(path, fmt, mapping):
                 if (bench, example_id) in seen:
                     raise ValueError(
                         f"{path}: example {example_id!r} of benchmark {bench!r} is already in "
                         f"{seen[bench, example_id]}; pass --benchmark to keep the files apart"
                     )
                 seen[bench, example_id] = path
-                rows.append((bench, file_split, example_id, text))
+                rows.append((bench, file_split, example_id, text, *fields))
     if per_benchmark is not None:
         by_bench: dict[str, list[int]] = {}
         for i, row in enumerate(rows):
             by_bench.setdefault(row[0], []).append(i)
         keep = set()
         for indices in by_bench.values():
-            keep.update(sorted(indices, key=lambda i: (_cap_key(rows[i][2]), i))[:per_benchmark])
+            keep.update(sorted(indices, key=lambda i: (cap_key(rows[i][2]), i))[:per_benchmark])
         rows = [r for i, r in enumerate(rows) if i in keep]
-    columns = list(zip(*rows)) if rows else [[], [], [], []]
-    return pa.table([pa.array(c, pa.string()) for c in columns], schema=TARGET_SCHEMA)
+    schema = TARGET_FILE_SCHEMA if choices else TARGET_SCHEMA
+    columns = list(zip(*rows)) if rows else [[]] * len(TARGET_FILE_SCHEMA)
+    return pa.table([pa.array(c, f.type) for c, f in zip(columns, schema)], schema=schema)
 
 
 def content_digest(table: pa.Table) -> str:
-    """sha256 of the rows (benchmark, split, example_id, text) in order: the set's identity."""
+    """sha256 of the rows (benchmark, split, example_id, text) in order: the set's identity for the
+    scorers that read the text (the options do not enter it)."""
     h = hashlib.sha256()
     for row in zip(*(table.column(c).to_pylist() for c in TARGET_SCHEMA.names)):
         h.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
@@ -391,7 +459,7 @@ def add_targets(
     target = targets_path(root, name)
     if target.exists() and not replace:
         raise ValueError(f"targets set {name!r} already exists ({target}); pass --replace to overwrite it")
-    table = load_targets(paths, split, benchmark, fmt, mapping, per_benchmark)
+    table = load_targets(paths, split, benchmark, fmt, mapping, per_benchmark, choices=True)
     if table.num_rows == 0:
         raise ValueError(f"no examples in {', '.join(map(str, paths))}")
     meta = {
@@ -421,8 +489,10 @@ def registered_targets(root: str | Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(base.glob("*.parquet")) if _NAME_RE.match(p.stem)}
 
 
-def read_targets(root: str | Path, name: str) -> pa.Table:
-    """A registered set's rows; a clear error naming the registered sets when it is missing."""
+def read_targets(root: str | Path, name: str, choices: bool = False) -> pa.Table:
+    """A registered set's rows (TARGET_SCHEMA; with ``choices`` TARGET_FILE_SCHEMA, null options
+    for a file written before they were kept); a clear error naming the registered sets when it
+    is missing."""
     import pyarrow.parquet as pq
 
     path = targets_path(root, check_name(name))
@@ -432,7 +502,13 @@ def read_targets(root: str | Path, name: str) -> pa.Table:
             f"no targets set {name!r} in {root} (registered: {known}); "
             f"add one with `assay targets add {name} PATH... --root {root}`"
         )
-    return pq.read_table(path, columns=TARGET_SCHEMA.names)
+    if not choices:
+        return pq.read_table(path, columns=TARGET_SCHEMA.names)
+    table = pq.read_table(path)
+    for field in CHOICE_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(TARGET_FILE_SCHEMA.names).cast(TARGET_FILE_SCHEMA)
 
 
 def targets_digest(root: str | Path, name: str) -> str:
@@ -459,22 +535,31 @@ def list_targets(root: str | Path) -> list[dict[str, Any]]:
 
 
 # ---- catalog -----------------------------------------------------------------------------------
+_SQL_TYPES = {"context": "VARCHAR", "choices": "VARCHAR[]", "gold": "INTEGER", "continuation": "VARCHAR"}
 _EMPTY = (
     "SELECT NULL::VARCHAR AS target_set, NULL::VARCHAR AS benchmark, NULL::VARCHAR AS split, "
-    "NULL::VARCHAR AS example_id, NULL::VARCHAR AS text WHERE false"
+    "NULL::VARCHAR AS example_id, NULL::VARCHAR AS text, "
+    + ", ".join(f"NULL::{t} AS {c}" for c, t in _SQL_TYPES.items())
+    + " WHERE false"
 )
 
 
 def catalog_statements(root: Path) -> list[str]:
     """Views ``targets`` (every set, with a ``target_set`` column) and ``targets_NAME`` per set
-    (a catalog extension: see CATALOG_EXTENSIONS in corpora.catalog)."""
+    (a catalog extension: see CATALOG_EXTENSIONS in corpora.catalog). A file written before the
+    option columns existed shows them as nulls in ``targets``."""
+    import pyarrow.parquet as pq
+
     from assay.corpora.catalog import ident, sql_literal
 
     stmts, union = [], []
     for name, path in registered_targets(root).items():
         src = f"read_parquet({sql_literal(str(path.resolve()))})"
         stmts.append(f"CREATE OR REPLACE VIEW {ident('targets_' + name)} AS SELECT * FROM {src}")
+        present = set(pq.read_schema(path).names)
+        options = [c if c in present else f"NULL::{t} AS {c}" for c, t in _SQL_TYPES.items()]
         union.append(
-            f"SELECT {sql_literal(name)} AS target_set, benchmark, split, example_id, text FROM {src}"
+            f"SELECT {sql_literal(name)} AS target_set, benchmark, split, example_id, text, "
+            f"{', '.join(options)} FROM {src}"
         )
     return ["CREATE OR REPLACE VIEW targets AS " + (" UNION ALL ".join(union) or _EMPTY), *stmts]

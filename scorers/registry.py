@@ -33,8 +33,14 @@ SCORERS: dict[str, str] = {
     "cluster": "assay.scorers.cluster:ClusterScorer",
     "datatrove": "assay.scorers.datatrove_filter:DatatroveFilterScorer",
     "embed": "assay.scorers.embed:EmbeddingScorer",
+    "lm_loss": "assay.scorers.lm_loss:LMLossScorer",
     "betr": "assay.scorers.betr:BetrScorer",
     "contamination": "assay.scorers.contamination:ContaminationScorer",
+    "preselect": "assay.scorers.preselect:PreselectScorer",
+    "qurating": "assay.scorers.qurating:QuRatingScorer",
+    "rater": "assay.scorers.rater:RaterScorer",
+    "dataman": "assay.scorers.dataman:DataManScorer",
+    "meta_rater": "assay.scorers.meta_rater:MetaRaterScorer",
 }
 
 ENTRY_POINT_GROUP = "assay.scorers"

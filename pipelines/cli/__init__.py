@@ -24,6 +24,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "assay.pipelines.cli.betr:train_betr",
         "Extend a BETR score to every document with a fastText classifier.",
     ),
+    "train preselect": (
+        "assay.pipelines.cli.preselect:train_preselect",
+        "PreSelect: predictive strength of N models' losses, then a fastText classifier.",
+    ),
+    "train qurating": (
+        "assay.pipelines.cli.qurating:train_qurating",
+        "QuRating: a Bradley-Terry rater from pairwise judgments.",
+    ),
+    "train rater": (
+        "assay.pipelines.cli.rater:train_rater",
+        "Distil an expensive rating column into a cheap fastText or embedding rater.",
+    ),
     "targets": ("", "Register benchmark examples (targets) for similarity and decontamination."),
     "targets add": ("assay.pipelines.cli.targets:targets_add", "Load benchmark examples into a targets set."),
     "targets list": ("assay.pipelines.cli.targets:targets_list", "List targets sets and their benchmarks."),
@@ -57,6 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "assay.pipelines.cli.smi:fit_smi",
         "Fit the SMI predictor from per-fact counts and accuracy.",
     ),
+    "fit meta-rater": (
+        "assay.pipelines.cli.meta_rater:fit_meta_rater_command",
+        "Learn Meta-rater weights over score columns with proxy LMs.",
+    ),
     "fit transfer": (
         "assay.pipelines.cli.forecast:fit_transfer",
         "Fit the validation-loss to task-loss link.",
@@ -71,6 +87,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mix search": (
         "assay.pipelines.cli.mixture:mix_search",
         "Propose the mixture with the lowest predicted loss.",
+    ),
+    "proxy": ("", "Train and evaluate small proxy language models."),
+    "proxy train": (
+        "assay.pipelines.cli.proxy:proxy_train",
+        "Train a ladder of small Llama-style LMs on a corpus or mixture.",
+    ),
+    "proxy eval": (
+        "assay.pipelines.cli.proxy_eval:proxy_eval",
+        "Ranked-classification accuracy and task loss of LMs on targets.",
     ),
     "forecast": (
         "assay.pipelines.cli.forecast:forecast",

@@ -207,8 +207,17 @@ def annotate(root, scorers, device, batch_size, match, executor, workers, execut
       cluster:k=K,columns=a+b    k-means cluster per document; or embeddings=SET[:COLUMN];
                                  also seed=, sample=N|all, algorithm=minibatch|lloyd
       embed[:MODEL]              L2-normalised sentence embeddings (float16) in `embedding`
+      lm_loss:MODEL[,k=v,...]    causal-LM loss: lm_<name>_bpb, _bpc, _tokens, _mink; name=, block=, stride=, mink=
       betr:NAME                  BETR benchmark similarity to the targets set NAME, in betr_NAME
       contamination:NAME[:n=13]  n-gram overlap with targets NAME: contam_frac, _benchmark, _example_id, _matches; floor=
+      preselect:NAME[:strength]  PreSelect P(positive) in preselect_NAME (`assay train preselect`); S in preselect_NAME_s
+      qurating:NAME              QuRating rater scores qurating_<criterion> (`assay train qurating`)
+      rater:NAME                 distilled rater's estimate of a rating column in rater_NAME (`assay train rater`)
+      dataman[:MODEL][,k=v,...]  DataMan 14 ratings 1-5 (dataman_overall...) + dataman_domain, raw answers;
+                                 MODEL a folder or vllm:/openai:URL#NAME; template=gpt|dataman, max_length=;
+                                 default SmolLM2-135M: plumbing only, its ratings carry no quality signal
+      meta_rater:published       Meta-rater weighted sum of normalised scores in meta_rater; or weights=FILE|NAME,
+                                 or COLUMN=W,...; norm=z|rank|none, name= (column meta_rater_NAME)
       datatrove:Class[:k=v,...]  any datatrove filter as <name>_keep, <name>_reason; name=, lines:FILE, py:mod:attr
       module.path:Class[:ARG]    a scorer from another package (contract: assay.scorers.base)
       NAME[:ARG]                 a scorer another package registers (entry points "assay.scorers")

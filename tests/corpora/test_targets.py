@@ -12,6 +12,7 @@ from conftest import FIXTURES, REPO
 
 from assay.corpora.catalog import run_query
 from assay.corpora.targets import (
+    TARGET_FILE_SCHEMA,
     TARGET_SCHEMA,
     add_targets,
     benchmark_name,
@@ -116,7 +117,7 @@ def test_add_list_and_catalog_views(root):
     info = add_targets(root, "evals", [GSM8K, MMLU])
     assert info["examples"] == 10 and len(info["content_sha256"]) == 64
     stored = pq.read_table(root / "targets" / "evals.parquet")
-    assert stored.schema.remove_metadata().equals(TARGET_SCHEMA)
+    assert stored.schema.remove_metadata().equals(TARGET_FILE_SCHEMA)
     assert read_meta(root / "targets" / "evals.parquet")["content_sha256"] == info["content_sha256"]
     assert [p.name for p in (root / "targets").iterdir()] == ["evals.parquet"]  # no temporaries left
     [listed] = list_targets(root)
@@ -265,3 +266,81 @@ def test_piqa_with_and_without_labels(shared_data):
     tests = rows(load_targets([folder / "tests.jsonl"]))  # no labels file: both solutions
     first = json.loads((folder / "tests.jsonl").read_text().splitlines()[0])
     assert tests[0]["text"] == " ".join([first["goal"], first["sol1"], first["sol2"]])
+
+
+# ---- the options kept for ranked classification --------------------------------------------------
+def test_options_of_the_fixtures_and_of_a_file_without_them(root, tmp_path):
+    got = rows(load_targets([GSM8K, MMLU], choices=True))
+    assert all(r["choices"] is None and r["gold"] is None and r["context"] is None for r in got[:5])
+    sky = got[7]  # MMLU row 3: "C"
+    assert sky["context"] == "Why is the sky blue?" and len(sky["choices"]) == 4 and sky["gold"] == 2
+    assert sky["choices"][2] == "Because the atmosphere preferentially scatters short wavelengths."
+    assert sky["continuation"] is None and sky["text"] == got[7]["context"] + " " + sky["choices"][2]
+    # a set written before the options existed: null options in the catalog and from read_targets
+    (tmp_path / "manifest.json").write_bytes((root / "manifest.json").read_bytes())
+    root = tmp_path  # a root of its own, beside the module's
+    add_targets(root, "fresh", [MMLU])
+    pq.write_table(load_targets([GSM8K]), root / "targets" / "legacy.parquet")
+    from assay.corpora.catalog import refresh_catalog
+    from assay.corpora.targets import read_targets
+
+    refresh_catalog(root)
+    legacy = read_targets(root, "legacy", choices=True)
+    assert legacy.schema.equals(TARGET_FILE_SCHEMA) and legacy.column("gold").null_count == 5
+    assert read_targets(root, "legacy").schema.equals(TARGET_SCHEMA)
+    counts = run_query(
+        root,
+        "SELECT target_set, count(choices) AS with_options, sum(len(choices)) AS options, "
+        "max(gold) AS top FROM targets WHERE target_set IN ('fresh', 'legacy') GROUP BY 1 ORDER BY 1",
+    )
+    assert counts.to_pylist() == [
+        {"target_set": "fresh", "with_options": 5, "options": 20, "top": 3},
+        {"target_set": "legacy", "with_options": 0, "options": None, "top": None},
+    ]
+
+
+def test_options_of_the_real_benchmark_formats(shared_data):
+    bench = shared_data / "benchmarks"
+    foundry = bench / FOUNDRY
+    arc, wino = (
+        foundry / "world_knowledge" / "arc_easy.jsonl",
+        foundry / "language_understanding" / "winogrande.jsonl",
+    )
+    piqa, mmlu = bench / "piqa" / "valid.jsonl", bench / "mmlu" / "dev" / "astronomy_dev.csv"
+    gsm = foundry / "symbolic_problem_solving" / "gsm8k.jsonl"
+    table = load_targets([arc, wino, piqa, mmlu, gsm], split="dev", choices=True)
+    by = {}
+    for r in rows(table):
+        by.setdefault(r["benchmark"], []).append(r)
+    first = {
+        name: json.loads(path.read_text().splitlines()[0])
+        for name, path in [("arc", arc), ("wino", wino), ("piqa", piqa)]
+    }
+    assert {k: by["arc_easy"][0][k] for k in ("context", "choices", "gold", "continuation")} == {
+        "context": first["arc"]["query"],
+        "choices": first["arc"]["choices"],
+        "gold": first["arc"]["gold"],
+        "continuation": None,
+    }
+    assert {k: by["winogrande"][0][k] for k in ("context", "choices", "gold", "continuation")} == {
+        "context": None,  # schema: the options are contexts, the continuation is shared
+        "choices": first["wino"]["context_options"],
+        "gold": first["wino"]["gold"],
+        "continuation": first["wino"]["continuation"],
+    }
+    label = int((bench / "piqa" / "valid-labels.lst").read_text().split()[0])
+    assert by["piqa"][0]["context"] == first["piqa"]["goal"] and by["piqa"][0]["gold"] == label
+    assert by["piqa"][0]["choices"] == [first["piqa"]["sol1"], first["piqa"]["sol2"]]
+    import csv
+
+    row = next(csv.reader(mmlu.open(encoding="utf-8")))
+    assert by["mmlu"][0]["context"] == row[0] and by["mmlu"][0]["choices"] == row[1:5]
+    assert by["mmlu"][0]["gold"] == "ABCD".index(row[5])
+    assert all(r["choices"] is None and r["gold"] is None for r in by["gsm8k"])  # no options
+    # every option set holds its gold, and the text is still question + gold answer
+    assert all(
+        0 <= r["gold"] < len(r["choices"])
+        for name in ("arc_easy", "winogrande", "piqa", "mmlu")
+        for r in by[name]
+    )
+    assert rows(load_targets([arc], split="dev"))[0]["text"] == by["arc_easy"][0]["text"]

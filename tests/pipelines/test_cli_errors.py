@@ -25,7 +25,12 @@ def root(tmp_path_factory):
 # "{nowhere}" a folder that is not one, "{file}" an existing file of the wrong kind.
 BAD: dict[str, list[list[str]]] = {
     "ingest": [["{nowhere}/missing.jsonl", "--root", "{nowhere}/r"], ["--root", "{nowhere}/r"]],
-    "annotate": [["--root", "{root}", "--scorer", "nosuch"], ["--root", "{nowhere}", "--scorer", "stats"]],
+    "annotate": [
+        ["--root", "{root}", "--scorer", "nosuch"],
+        ["--root", "{nowhere}", "--scorer", "stats"],
+        ["--root", "{root}", "--scorer", "lm_loss:{nowhere}/no-model"],
+        ["--root", "{root}", "--scorer", "dataman:{nowhere}/no-model,template=dataman"],
+    ],
     "sql": [["SELECT nosuch FROM docs", "--root", "{root}"], ["SELECT 1", "--root", "{nowhere}"]],
     "status": [["--root", "{nowhere}"]],
     "train fasttext": [
@@ -35,6 +40,22 @@ BAD: dict[str, list[list[str]]] = {
         ["nosuch", "--root", "{root}"],
         ["x", "--root", "{nowhere}"],
         ["x", "--root", "{root}", "--top", "2"],
+    ],
+    "train qurating": [
+        ["x", "--root", "{nowhere}", "--judgments", "{file}"],
+        ["x", "--root", "{root}", "--judgments", "{file}"],
+        ["x", "--root", "{root}"],
+    ],
+    "train rater": [
+        ["x", "--root", "{nowhere}", "--target", "chars"],
+        ["x", "--root", "{root}", "--target", "nosuch"],
+    ],
+    "train preselect": [
+        ["x", "--root", "{nowhere}", "--models", "lm_a,lm_b", "--capability", "1,2"],
+        ["x", "--root", "{root}", "--models", "lm_a,lm_b", "--capability", "1,2"],
+        ["x", "--root", "{root}", "--models", "lm_a,lm_b", "--capability", "1,two"],
+        ["x", "--root", "{root}", "--models", "lm_a,lm_b"],
+        ["x", "--root", "{root}", "--models", "lm_a,lm_b", "--ladder-eval", "{file}"],
     ],
     "facts add": [
         ["x", "{nowhere}/missing.json", "--root", "{root}"],
@@ -67,9 +88,25 @@ BAD: dict[str, list[list[str]]] = {
     ],
     "fit smi": [["--model", "{nowhere}/pythia-1b.json.gz:1e9", "--out", "{nowhere}/s.json"]],
     "fit transfer": [["--runs", "{nowhere}/*.csv", "--out", "{nowhere}/t.json"]],
+    "fit meta-rater": [
+        ["x", "--root", "{nowhere}", "--columns", "a,b"],
+        ["x", "--root", "{root}", "--columns", "nosuch,other"],
+        ["bad name", "--root", "{root}", "--columns", "a,b"],
+    ],
     "predict mixture": [["--fit", "nosuch", "--mixtures", "{file}", "--root", "{root}"]],
     "predict smi": [["--fit", "nosuch", "--counts", "{file}", "--model-size", "1e9", "--root", "{root}"]],
     "mix search": [["--fit", "nosuch", "--domain-tokens", "{file}", "--tokens", "1e9", "--root", "{root}"]],
+    "proxy train": [
+        ["--root", "{root}", "--sizes", "1Q", "--tokens", "10000", "--out", "{nowhere}/ladder"],
+        ["--root", "{root}", "--sizes", "1M", "--tokens", "100", "--out", "{nowhere}/ladder"],
+        ["--root", "{nowhere}", "--sizes", "1M", "--tokens", "1M", "--out", "{nowhere}/ladder"],
+        ["--root", "{root}", "--mixture", "no", "--sizes", "1M", "--tokens", "1M", "--out", "{nowhere}/o"],
+    ],
+    "proxy eval": [
+        ["{nowhere}", "--root", "{root}", "--targets", "nosuch"],
+        ["{nowhere}", "--root", "{nowhere}", "--targets", "evals"],
+        ["{file}", "--root", "{root}", "--targets", "Bad Name"],
+    ],
     "forecast": [
         ["--root", "{root}", "--n", "7e9", "--d", "2e12"],
         ["--root", "{root}", "--n", "7e9", "--d", "2e12", "--map", "nomapping"],
