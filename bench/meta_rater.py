@@ -56,6 +56,7 @@ def main() -> None:
     from assay.pipelines.cli import main as cli
     from assay.pipelines.cli import meta_rater as fit
     from assay.predictors.meta_rater import WeightRegressor
+    from assay.scorers import runtime
     from assay.scorers.meta_rater import PUBLISHED
 
     report: dict = {"settings": vars(args)}
@@ -100,7 +101,7 @@ def main() -> None:
 
         started = time.time()
         setup = fit.prepare(root, columns, tmp / "bench.work", device="cpu", **options)
-        with fit._torch_threads(1):
+        with runtime.torch_threads(1):
             # the regressor on weight vectors it never saw
             x = np.array([[c["weights"][k] for k in columns] for c in doc["candidates"]])
             reg = WeightRegressor(seed=args.seed).fit(x, losses)

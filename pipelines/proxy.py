@@ -20,7 +20,6 @@ The compute is in ``assay.scorers.proxy_lm``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.scorers import proxy_lm
+from assay.scorers import proxy_lm, runtime
 
 FORMAT = "assay-proxy-ladder/1"
 HELDOUT_FRACTION = 0.02
@@ -294,7 +293,7 @@ def train_ladder(
         write_json_atomic(work / "request.json", {"request": request})
     sweep_temporaries(out)
     run = LadderRun({})
-    with TrainingProgress(quiet) as progress, _torch_threads(threads):
+    with TrainingProgress(quiet) as progress, runtime.torch_threads(threads):
         encoder, data = _prepare_data(root, mixture, request, tokenizer, vocab, seq_len, out, work, progress)
         train_tokens = np.fromfile(work / "train.tokens", dtype=data["dtype"], count=0)
         if data["train_tokens"]:  # mapped, not read: a large stream stays on disk
@@ -335,19 +334,6 @@ def train_ladder(
     shutil.rmtree(work, ignore_errors=True)
     run.ladder = ladder
     return run
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _prepare_data(root, mixture, request, tokenizer, vocab, seq_len, out, work, progress):

@@ -24,9 +24,11 @@ GPU machine's image has none of them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,3 +213,20 @@ def token_batches(
             rows = min(rows, max_rows)
         batches.extend((group[i : i + rows], width) for i in range(0, len(group), rows))
     return batches
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside the block (None: left as they are).
+
+    Tiny models train and score fastest on one thread (their matrices are too small to share out,
+    and on a busy machine extra threads spin), and bitwise-repeatable CPU runs need the same count."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -32,7 +32,6 @@ same command run again resumes there.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -45,6 +44,7 @@ import click
 import numpy as np
 
 from assay.pipelines.cli.common import root_option
+from assay.scorers import runtime
 from assay.scorers.meta_rater import NORMS, PUBLISHED
 
 FORMAT = "assay.meta_rater/1"
@@ -137,19 +137,6 @@ class ProxySetup:
             "selected_tokens": int(len(stream)),
             "epochs": round(blocks.epochs(recipe.steps), 4),
         }
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _texts(root: Path, ids) -> Iterator[tuple[np.ndarray, list[str]]]:
@@ -362,7 +349,7 @@ def fit_meta_rater(
     saved = work / "request.json"
     if saved.is_file() and json.loads(saved.read_text()) != request:
         shutil.rmtree(work)  # another fit's leftovers under this name: start over
-    with _torch_threads(threads):
+    with runtime.torch_threads(threads):
         setup = prepare(
             root, columns, work, norm=norm, select_fraction=select_fraction, proxy_size=proxy_size,
             proxy_tokens=proxy_tokens, seq_len=seq_len, vocab=vocab, seed=seed, device=device, request=request,

@@ -236,7 +236,9 @@ def test_learned_chain_on_the_sample(speech_root):
         seq_len=32,
         vocab=400,
     )
-    with fit._torch_threads(1):
+    from assay.scorers.runtime import torch_threads
+
+    with torch_threads(1):
         again = setup.train(setup.select(fit.candidate_weights(0, 1, 3)))
     assert again["heldout_loss"] == runs[1]["heldout_loss"]
     # the scorer reads the learned weights by name
