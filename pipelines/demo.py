@@ -106,11 +106,31 @@ def main() -> int:
         "--root",
         root,
     )
-    # Predictive strength: a tiny proxy ladder trained here on the sample (plumbing-sized: 40k
-    # tokens), each document's bits per byte under every size, PreSelect's S and its classifier.
+    step("facts", "add", "trex", str(REPO / "tests" / "fixtures" / "facts" / "trex"), "--root", root)
+    step("annotate", "--root", root, "--scorer", "facts:trex")
+    step(
+        "sql",
+        "SELECT rel, subj, obj, n_subj, n_obj, n_both FROM fact_counts WHERE fact_set = 'trex' AND n_both > 0 "
+        "ORDER BY n_both DESC, n_subj DESC LIMIT 8",
+        "--root",
+        root,
+    )
+    step("select", "--root", root, "--recipe", str(sample / "recipe.yaml"), "--name", "demo")
+    step("mixtures", "show", "demo", "--root", root)
+    step(
+        "sql",
+        "SELECT c.subj, c.obj, c.n_both AS corpus, m.n_both AS mixture FROM fact_counts c "
+        "JOIN fact_counts_mixture('demo') m USING (fact_set, fact_id) WHERE c.n_both > 0 "
+        "ORDER BY c.n_both DESC LIMIT 5",
+        "--root",
+        root,
+    )
+    # Predictive strength: a tiny proxy ladder trained here on the English mixture just selected
+    # (plumbing-sized: 40k tokens), each document's bits per byte under every size, PreSelect's S
+    # and its classifier.
     ladder = ROOT / "proxies"
     step(
-        "proxy", "train", "--root", root, "--sizes", "0.02M,0.05M,0.1M", "--tokens", "40k", "--seq-len", "64",
+        "proxy", "train", "--root", root, "--mixture", "demo", "--sizes", "0.02M,0.05M,0.1M", "--tokens", "40k", "--seq-len", "64",
         "--vocab", "512", "--out", str(ladder), "--threads", "1", "--quiet",
     )  # fmt: skip
     step(
@@ -131,25 +151,6 @@ def main() -> int:
         "SELECT source, count(*) AS docs, round(avg(lm_0_02m_bpb), 3) AS bpb_002m, round(avg(lm_0_1m_bpb), 3) AS bpb_01m, "
         "round(avg(lm_0_1m_mink), 2) AS mink_01m, round(avg(preselect_demo_s), 2) AS mean_s, "
         "round(avg(preselect_demo), 3) AS p_preselect FROM annotations GROUP BY source ORDER BY docs DESC",
-        "--root",
-        root,
-    )
-    step("facts", "add", "trex", str(REPO / "tests" / "fixtures" / "facts" / "trex"), "--root", root)
-    step("annotate", "--root", root, "--scorer", "facts:trex")
-    step(
-        "sql",
-        "SELECT rel, subj, obj, n_subj, n_obj, n_both FROM fact_counts WHERE fact_set = 'trex' AND n_both > 0 "
-        "ORDER BY n_both DESC, n_subj DESC LIMIT 8",
-        "--root",
-        root,
-    )
-    step("select", "--root", root, "--recipe", str(sample / "recipe.yaml"), "--name", "demo")
-    step("mixtures", "show", "demo", "--root", root)
-    step(
-        "sql",
-        "SELECT c.subj, c.obj, c.n_both AS corpus, m.n_both AS mixture FROM fact_counts c "
-        "JOIN fact_counts_mixture('demo') m USING (fact_set, fact_id) WHERE c.n_both > 0 "
-        "ORDER BY c.n_both DESC LIMIT 5",
         "--root",
         root,
     )
