@@ -53,8 +53,8 @@ def main() -> None:
 
     from click.testing import CliRunner
 
+    from assay.pipelines import meta_rater as fit
     from assay.pipelines.cli import main as cli
-    from assay.pipelines.cli import meta_rater as fit
     from assay.predictors.meta_rater import WeightRegressor
     from assay.scorers import runtime
     from assay.scorers.meta_rater import PUBLISHED

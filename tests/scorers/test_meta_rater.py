@@ -190,7 +190,7 @@ def speech_root(tmp_path_factory):
 
 def test_learned_chain_on_the_sample(speech_root):
     """Proxies on top-k selections -> LightGBM -> search -> a weights file the scorer reads."""
-    from assay.pipelines.cli import meta_rater as fit
+    from assay.pipelines import meta_rater as fit
 
     columns = ["words", "lines", "chars"]
     # a killed run left candidate 3 finished: the rerun keeps it and trains only 0-2
