@@ -1,6 +1,6 @@
 """Every predictor backtest in one run: task ladder, capability boundary, mixture regression, SMI.
 
-    python bench/predictors.py [--only ladder,boundary,mixture,smi]
+    python bench/predictors.py [--only ladder,boundary,mixture,smi,recipes]
 
 Needs ../shared/data (the published results the predictors are validated on).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-PARTS = ["ladder", "boundary", "mixture", "smi"]
+PARTS = ["ladder", "boundary", "mixture", "smi", "recipes"]
 
 
 def main() -> None:

@@ -73,6 +73,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "assay.pipelines.cli.meta_rater:fit_meta_rater_command",
         "Learn Meta-rater weights over score columns with proxy LMs.",
     ),
+    "fit recipes": (
+        "assay.pipelines.cli.recipes:fit_recipes",
+        "Fit how each data recipe's scores grow with N and D.",
+    ),
     "fit transfer": (
         "assay.pipelines.cli.forecast:fit_transfer",
         "Fit the validation-loss to task-loss link.",
@@ -81,6 +85,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict mixture": (
         "assay.pipelines.cli.mixture:predict_mixture",
         "Predict target loss per mixture row.",
+    ),
+    "predict recipes": (
+        "assay.pipelines.cli.recipes:predict_recipes",
+        "Predict recipe scores at (N, D) with intervals.",
     ),
     "predict smi": ("assay.pipelines.cli.smi:predict_smi", "Predict per-fact CBQA accuracy from counts."),
     "mix": ("", "Search mixture weights."),
@@ -96,6 +104,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy eval": (
         "assay.pipelines.cli.proxy_eval:proxy_eval",
         "Ranked-classification accuracy and task loss of LMs on targets.",
+    ),
+    "decide": (
+        "assay.pipelines.cli.recipes:decide",
+        "Rank recipes at a target scale with pairwise order probabilities.",
     ),
     "forecast": (
         "assay.pipelines.cli.forecast:forecast",

@@ -88,12 +88,17 @@ BAD: dict[str, list[list[str]]] = {
     ],
     "fit smi": [["--model", "{nowhere}/pythia-1b.json.gz:1e9", "--out", "{nowhere}/s.json"]],
     "fit transfer": [["--runs", "{nowhere}/*.csv", "--out", "{nowhere}/t.json"]],
+    "fit recipes": [
+        ["--runs", "{nowhere}/*.csv", "--out", "{nowhere}/r.json"],
+        ["--runs", "{file}", "--out", "{nowhere}/r.json"],
+    ],
     "fit meta-rater": [
         ["x", "--root", "{nowhere}", "--columns", "a,b"],
         ["x", "--root", "{root}", "--columns", "nosuch,other"],
         ["bad name", "--root", "{root}", "--columns", "a,b"],
     ],
     "predict mixture": [["--fit", "nosuch", "--mixtures", "{file}", "--root", "{root}"]],
+    "predict recipes": [["--fit", "nosuch", "--targets", "{file}", "--root", "{root}"]],
     "predict smi": [["--fit", "nosuch", "--counts", "{file}", "--model-size", "1e9", "--root", "{root}"]],
     "mix search": [["--fit", "nosuch", "--domain-tokens", "{file}", "--tokens", "1e9", "--root", "{root}"]],
     "proxy train": [
@@ -107,6 +112,7 @@ BAD: dict[str, list[list[str]]] = {
         ["{nowhere}", "--root", "{nowhere}", "--targets", "evals"],
         ["{file}", "--root", "{root}", "--targets", "Bad Name"],
     ],
+    "decide": [["--fit", "nosuch", "--n", "1e9", "--d", "2e10", "--task", "core", "--root", "{root}"]],
     "forecast": [
         ["--root", "{root}", "--n", "7e9", "--d", "2e12"],
         ["--root", "{root}", "--n", "7e9", "--d", "2e12", "--map", "nomapping"],
