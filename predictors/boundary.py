@@ -3,8 +3,9 @@
 `BoundaryPredictor` fits the τ-quantile sigmoid of `boundary_fit` (arXiv 2602.15327) to a table
 of models — one row per model, its pretraining FLOPs (or size and tokens) and a benchmark score —
 and answers "what is the τ = 98 % frontier of this benchmark at 1e24 FLOPs?". Its backtests hold
-out random folds (calibration) or the top of the compute range (extrapolation), each against the
-constant-quantile baseline.
+out random folds (calibration), the top of the compute range (extrapolation), or later releases
+(temporal: fit on models released before a cut date, test on the next period, as the paper's
+P_t -> P_t+1 validation), each against the constant-quantile baseline.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import polars as pl
 from assay.predictors.boundary_data import (
     DataIssue,
     DataIssueWarning,
+    month_index,
+    month_label,
     prepare_compute_table,
+    release_months,
     summarise_issues,
 )
 from assay.predictors.boundary_fit import (
@@ -37,6 +41,9 @@ from assay.predictors.ranges import beyond_range
 
 KIND = "boundary"
 VERSION = "1"
+
+WINDOWS = ("expanding", "period")  # temporal training set: every earlier release, or the last period only
+MIN_TRAIN, MIN_TEST = 20, 8  # automatic cut dates need this many models before and in the period
 
 
 def _scores(table: pl.DataFrame, y: str) -> tuple[np.ndarray, list[DataIssue]]:
@@ -102,17 +109,20 @@ class BoundaryPredictor:
 
     def xy(self, table: pl.DataFrame, warn: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], list]:
         """(z, y, models, issues) for the rows that have both compute and a valid score."""
+        kept, y, issues = self._rows(table, warn)
+        return np.log10(kept["flops"].to_numpy()), y, kept["model"].to_list(), issues
+
+    def _rows(self, table: pl.DataFrame, warn: bool) -> tuple[pl.DataFrame, np.ndarray, list]:
+        """The checked rows with compute and a valid score, their scores, and every issue found."""
         table, issues = self.compute_table(table, warn=warn)
         y, score_issues = _scores(table, self.y)
         if warn:
             for issue in score_issues:
                 warnings.warn(
-                    f"{issue.model}: {issue.detail} ({issue.action})", DataIssueWarning, stacklevel=3
+                    f"{issue.model}: {issue.detail} ({issue.action})", DataIssueWarning, stacklevel=4
                 )
         keep = np.isfinite(y)
-        z = np.log10(table["flops"].to_numpy())[keep]
-        models = [m for m, k in zip(table["model"].to_list(), keep) if k]
-        return z, y[keep], models, issues + score_issues
+        return table.filter(pl.Series(keep)), y[keep], issues + score_issues
 
     # -- fit / predict ------------------------------------------------------------------------
 
@@ -195,6 +205,8 @@ class BoundaryPredictor:
             "n_test": int(test.sum()),
             "coverage": cov,
             "coverage_error": abs(cov - self.tau),
+            "coverage_gap": cov - self.tau,  # signed: below 0 the boundary is beaten too often
+            "n_above": int(np.sum(y[test] > q)),
             "pinball": pin,
             "baseline_coverage": coverage(y[test], np.full(test.sum(), const)),
             "baseline_pinball": base,
@@ -213,9 +225,15 @@ class BoundaryPredictor:
         repeats: int = 1,
         train_fraction: float = 0.7,
         seed: int = 0,
+        dates: str | None = None,
+        cuts: list[str] | None = None,
+        window: str = "expanding",
     ) -> pl.DataFrame:
         """Held-out error: `random` K-fold (one row per fold plus a `pooled` row over all held-out
-        predictions) or `compute` (fit on the lowest `train_fraction` of FLOPs, test on the rest)."""
+        predictions), `compute` (fit on the lowest `train_fraction` of FLOPs, test on the rest) or
+        `temporal` (see `temporal_split`; `dates` names the release-date column, or "builtin")."""
+        if split == "temporal":
+            return self._temporal_backtest(table, dates, cuts, window)
         z, y, _, _ = self.xy(table, warn=False)
         rows = []
         if split == "random":
@@ -242,6 +260,8 @@ class BoundaryPredictor:
                 "n_test": len(y_all),
                 "coverage": coverage(y_all, q),
                 "coverage_error": abs(coverage(y_all, q) - self.tau),
+                "coverage_gap": coverage(y_all, q) - self.tau,
+                "n_above": int(np.sum(y_all > q)),
                 "pinball": pin,
                 "baseline_coverage": coverage(y_all, const),
                 "baseline_pinball": base,
@@ -254,14 +274,23 @@ class BoundaryPredictor:
             rows.append(self._holdout_row(z, y, z <= cut, z > cut, split=split, repeat=0, fold="top"))
             pooled = None
         else:
-            raise ValueError(f"unknown split {split!r}: use 'random' or 'compute'")
+            raise ValueError(f"unknown split {split!r}: use 'random', 'compute' or 'temporal'")
         clean = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
         if pooled is not None:
             clean.append(pooled)
         return pl.DataFrame(clean)
 
-    def run_backtests(self, table: pl.DataFrame, folds: int = 5, train_fraction: float = 0.7) -> dict:
-        """Random-fold and compute-split backtests, summarised into `self.backtest_` (saved in JSON)."""
+    def run_backtests(
+        self,
+        table: pl.DataFrame,
+        folds: int = 5,
+        train_fraction: float = 0.7,
+        dates: str | None = None,
+        cuts: list[str] | None = None,
+        window: str = "expanding",
+    ) -> dict:
+        """Random-fold, compute-split and (with `dates`) temporal backtests, summarised into
+        `self.backtest_` (saved in JSON)."""
         keys = ["n_test", "coverage", "coverage_error", "pinball", "baseline_pinball", "pinball_reduction"]
         random_rows = self.backtest(table, "random", folds=folds)
         compute_rows = self.backtest(table, "compute", train_fraction=train_fraction)
@@ -271,7 +300,80 @@ class BoundaryPredictor:
             f"random_{folds}fold": {k: pooled[k] for k in keys},
             f"compute_top_{round(100 * (1 - train_fraction))}pct": {k: top[k] for k in ["n_train", *keys]},
         }
+        if dates is not None:
+            rows = self.backtest(table, "temporal", dates=dates, cuts=cuts, window=window)
+            per_cut = rows.filter(pl.col("fold") != "pooled")
+            all_cuts = rows.filter(pl.col("fold") == "pooled").row(0, named=True)
+            self.backtest_[f"temporal_{window}"] = {
+                **{k: all_cuts[k] for k in [*keys, "coverage_gap", "n_above"]},
+                "dates": dates,
+                "cuts": [
+                    {
+                        k: r[k]
+                        for k in ["fold", "train_from", "test_to", "n_train", "n_test", "coverage", "n_above"]
+                    }
+                    for r in per_cut.iter_rows(named=True)
+                ],
+            }
         return self.backtest_
+
+    # -- temporal validation ------------------------------------------------------------------
+
+    def release_months(self, table: pl.DataFrame, dates: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(z, y, release month index) for the rows with compute and a score; month NaN if unknown."""
+        kept, y, _ = self._rows(table, warn=False)
+        return np.log10(kept["flops"].to_numpy()), y, release_months(kept, dates)
+
+    def _temporal_backtest(
+        self, table: pl.DataFrame, dates: str | None, cuts: list[str] | None, window: str
+    ) -> pl.DataFrame:
+        if dates is None:
+            raise ValueError("the temporal split needs release dates: dates=COLUMN, or dates='builtin'")
+        z, y, months = self.release_months(table, dates)
+        dated = np.isfinite(months)
+        if dated.sum() < 2 * 4:
+            raise ValueError(
+                f"only {int(dated.sum())} rows have a release date; the temporal split needs more"
+            )
+        rows = []
+        for train, test, labels in temporal_split(months, cuts, window):
+            rows.append(self._holdout_row(z, y, train, test, split="temporal", repeat=0, **labels))
+        if not rows:
+            need = (
+                f"automatic cuts need {MIN_TRAIN} dated models before and {MIN_TEST} in the next half year"
+                if cuts is None
+                else f"cuts {', '.join(cuts)} each need 4 dated models to fit on and one to test"
+            )
+            raise ValueError(f"no cut date leaves enough models before and after it ({need})")
+        test_all = np.zeros(len(z), dtype=bool)
+        q = np.full(len(z), np.nan)
+        const = np.full(len(z), np.nan)
+        for row in rows:
+            q[row["_test"]], const[row["_test"]] = row["_q"], row["_const"]
+            test_all |= row["_test"]
+        yt, qt, ct = y[test_all], q[test_all], const[test_all]
+        pin, base = pinball_loss(yt, qt, self.tau), pinball_loss(yt, ct, self.tau)
+        cov = coverage(yt, qt)
+        pooled = {
+            "split": "temporal",
+            "repeat": -1,
+            "fold": "pooled",
+            "window": window,
+            "train_from": rows[0]["train_from"],
+            "test_to": rows[-1]["test_to"],
+            "n_train": int(round(np.mean([row["n_train"] for row in rows]))),
+            "n_test": int(test_all.sum()),
+            "coverage": cov,
+            "coverage_error": abs(cov - self.tau),
+            "coverage_gap": cov - self.tau,
+            "n_above": int(np.sum(yt > qt)),
+            "pinball": pin,
+            "baseline_coverage": coverage(yt, ct),
+            "baseline_pinball": base,
+            "pinball_reduction": 1.0 - pin / base if base > 0 else float("nan"),
+        }
+        clean = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+        return pl.DataFrame([*clean, pooled]).with_columns(n_undated=pl.lit(int((~dated).sum())))
 
     # -- JSON ---------------------------------------------------------------------------------
 
@@ -309,3 +411,61 @@ class BoundaryPredictor:
         model.backtest_ = d.get("backtest", {})
         model.data_issues_ = [DataIssue(**issue) for issue in d.get("data_issues", [])]
         return model
+
+
+def half_year_cuts(months: np.ndarray, min_train: int = MIN_TRAIN, min_test: int = MIN_TEST) -> list[str]:
+    """January and July cut dates with at least `min_train` dated models before the cut and
+    `min_test` in the half year after it (the paper's periods are quarters; ~120 models allow halves)."""
+    m = months[np.isfinite(months)]
+    if m.size == 0:
+        return []
+    first, last = int(m.min()) // 6 * 6 + 6, int(m.max()) // 6 * 6
+    out = []
+    for c in range(first, last + 1, 6):
+        if np.sum(m < c) >= min_train and np.sum((m >= c) & (m < c + 6)) >= min_test:
+            out.append(month_label(c))
+    return out
+
+
+def temporal_split(
+    months: np.ndarray, cuts: list[str] | None = None, window: str = "expanding"
+) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """(train mask, test mask, labels) per cut date; rows without a date (NaN) are in neither.
+
+    Cut k tests the models released in [cut_k, cut_k+1) (the last cut: from it on) and trains on
+    every model released before cut_k (`expanding`) or only on [cut_k-1, cut_k) (`period`, the
+    paper's P_t -> P_t+1; the first cut's period is everything before it). `cuts` None: the
+    automatic half-year cuts of `half_year_cuts`. A cut whose sets are too small to fit (< 4
+    models) or to test (none) is left out.
+    """
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r}: use one of {', '.join(WINDOWS)}")
+    months = np.asarray(months, dtype=float)
+    labels = half_year_cuts(months) if cuts is None else list(cuts)
+    index = [month_index(c) for c in labels]
+    if any(not np.isfinite(i) for i in index):
+        raise ValueError(f"cut dates must look like 2023-07 (or 2023-07-01), got {labels}")
+    if index != sorted(index) or len(set(index)) != len(index):
+        raise ValueError(f"cut dates must be increasing, got {labels}")
+    dated = np.isfinite(months)
+    out = []
+    for k, (label, c) in enumerate(zip(labels, index)):
+        end = index[k + 1] if k + 1 < len(index) else np.inf
+        start = index[k - 1] if window == "period" and k > 0 else -np.inf
+        train = dated & (months < c) & (months >= start)
+        test = dated & (months >= c) & (months < end)
+        if train.sum() < 4 or not test.any():
+            continue
+        out.append(
+            (
+                train,
+                test,
+                {
+                    "fold": label,
+                    "window": window,
+                    "train_from": month_label(months[train].min()),
+                    "test_to": month_label(months[test].max()),
+                },
+            )
+        )
+    return out

@@ -14,6 +14,10 @@ carry errors that move a point by decades on that axis, so every row is checked 
 
 Nothing is changed silently: each finding is a `DataIssue`, emitted as a `DataIssueWarning` and
 returned, and a fitted predictor stores the list in its JSON (`data_issues`).
+
+Release dates, for the temporal backtest (fit on earlier releases, test on later ones; arXiv
+2602.15327 §8.3): `release_months` reads a date column, or — for the observational-scaling table,
+which has none — the approximate release months below (`dates="builtin"`).
 """
 
 from __future__ import annotations
@@ -213,3 +217,98 @@ def summarise_issues(issues: list[DataIssue]) -> dict[str, int]:
         key = f"{issue.issue}/{issue.action}"
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+# ------------------------------------------------------------------------ release dates
+
+# The observational-scaling table (base_llm_benchmark_eval.csv, and its sibling files) has no
+# release date, version date or any other time field. The closest honest proxy is each model's
+# approximate public-release month, written here from general knowledge of the releases (what
+# METHODS.md calls [mem]): it is not in the data and not verified against a source in this
+# repository, and a month or two off is possible. Family first-release months, then the members
+# released later than their family's first models. Used only to order models in time.
+RELEASE_MONTH_FAMILY = {
+    "GPT-2": "2019-02", "XGLM": "2021-12", "GPT-Neo/J": "2021-03", "Codegen": "2022-03", "OPT": "2022-05",
+    "BLOOM": "2022-07", "RWKV": "2022-09", "Llama": "2023-02", "Pythia": "2023-02", "Cerebras-GPT": "2023-03",
+    "StableLM": "2023-04", "Falcon": "2023-05", "MPT": "2023-05", "RedPajama-INCITE-Base": "2023-05",
+    "StarCoder": "2023-05", "OpenLlama": "2023-06", "Llama-2": "2023-07", "OpenLlamaV2": "2023-07",
+    "BTLM": "2023-07", "CodeLlama": "2023-08", "Qwen": "2023-08", "Mistral": "2023-09", "Phi": "2023-09",
+    "Yi": "2023-11", "Yi-200K": "2023-11", "DeepSeek-LLM": "2023-11", "DeepSeek-Coder": "2023-11",
+    "Amber": "2023-12", "Mixtral": "2023-12", "DeciLM": "2023-12", "DeepSeek-MoE": "2024-01",
+    "InternLM2": "2024-01", "H2O-Danube": "2024-01", "Qwen1.5": "2024-02", "Gemma": "2024-02",
+    "OLMo": "2024-02", "StarCoder2": "2024-02", "Jamba": "2024-03", "TinyLlama": "2024-03",
+    "Llama-3": "2024-04", "Yi-1.5": "2024-05", "DeepSeek-V2": "2024-05", "Qwen2": "2024-06",
+    "DeepSeek-Coder-V2": "2024-06", "Gemma-2": "2024-06", "Llama-3.1": "2024-07", "SmolLM": "2024-07",
+}  # fmt: skip
+RELEASE_MONTH_MODEL = {
+    "openai-community/gpt2-xl": "2019-11",
+    "EleutherAI/gpt-j-6b": "2021-06",
+    "EleutherAI/gpt-neox-20b": "2022-02",
+    "RWKV/rwkv-raven-14b": "2023-04",
+    "mosaicml/mpt-30b": "2023-06",
+    "bigcode/starcoderbase-1b": "2023-08",
+    "bigcode/starcoderbase-3b": "2023-08",
+    "bigcode/starcoderbase-7b": "2023-08",
+    "stabilityai/stablelm-base-alpha-7b-v2": "2023-08",
+    "tiiuae/falcon-180B": "2023-09",
+    "Qwen/Qwen-14B": "2023-09",
+    "Qwen/Qwen-72B": "2023-11",
+    "microsoft/phi-2": "2023-12",
+    "stabilityai/stablelm-2-1_6b": "2024-01",
+    "codellama/CodeLlama-70b-hf": "2024-01",
+    "Qwen/Qwen1.5-32B": "2024-04",
+    "Qwen/Qwen1.5-110B": "2024-04",
+    "mistralai/Mixtral-8x22B-v0.1": "2024-04",
+    "h2oai/h2o-danube2-1.8b-base": "2024-04",
+    "allenai/OLMo-7B-0424-hf": "2024-04",
+    "mistralai/Mistral-Nemo-Base-2407": "2024-07",
+    "google/gemma-2-2b": "2024-07",
+    "h2oai/h2o-danube3-500m-base": "2024-07",
+    "h2oai/h2o-danube3-4b-base": "2024-07",
+}
+BUILTIN_DATES = "builtin"
+
+_MONTH_RE = re.compile(r"^\s*(\d{4})-(\d{1,2})(?:-\d{1,2})?")
+
+
+def month_index(value: object) -> float:
+    """'2023-07', '2023-07-18' or a date -> months since year 0 (2023-07 -> 2023*12 + 6); NaN if none."""
+    if value is None:
+        return float("nan")
+    if hasattr(value, "year") and hasattr(value, "month"):
+        return float(value.year * 12 + value.month - 1)
+    m = _MONTH_RE.match(str(value))
+    if not m or not 1 <= int(m.group(2)) <= 12:
+        return float("nan")
+    return float(int(m.group(1)) * 12 + int(m.group(2)) - 1)
+
+
+def month_label(index: float) -> str:
+    """The inverse of `month_index`: 24282 -> '2023-07'."""
+    year, month = divmod(int(index), 12)
+    return f"{year:04d}-{month + 1:02d}"
+
+
+def release_months(table: pl.DataFrame, dates: str) -> np.ndarray:
+    """Release month of each row (`month_index`, NaN when unknown).
+
+    `dates` is a column of dates ('2023-07', '2023-07-18' or a date type) or "builtin": the
+    approximate months above, by the `model` column (as `prepare_compute_table` adds it) and, for
+    models not listed, by a family column ('Model Family').
+    """
+    if dates != BUILTIN_DATES:
+        if dates not in table.columns:
+            raise ValueError(
+                f"no date column {dates!r}; columns are {table.columns} (or 'builtin' for the approximate release months Assay knows)"
+            )
+        return np.array([month_index(v) for v in table[dates].to_list()], dtype=float)
+    models = table["model"].to_list() if "model" in table.columns else [None] * table.height
+    family_col = _find_column(table.columns, [r"family"])
+    families = table[family_col].to_list() if family_col else [None] * table.height
+    return np.array(
+        [
+            month_index(RELEASE_MONTH_MODEL.get(m) or RELEASE_MONTH_FAMILY.get(f))
+            for m, f in zip(models, families)
+        ],
+        dtype=float,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -66,6 +67,26 @@ def _load_fit(fit: str, root):
 @click.option(
     "--train-fraction", default=0.7, show_default=True, help="Compute-split backtest: share fitted on."
 )
+@click.option(
+    "--dates",
+    default=None,
+    help="Release-date column (2023-07 or 2023-07-18) for a temporal backtest: fit on earlier releases, "
+    "test on the next period. 'builtin': Assay's approximate release months of the observational-scaling "
+    "models (that table has no dates; months from general knowledge, not from the data).",
+)
+@click.option(
+    "--cuts",
+    default=None,
+    help="Temporal cut dates, comma-separated (2023-01,2023-07,...); default: every January and July "
+    "with 20 models before it and 8 in the half year after.",
+)
+@click.option(
+    "--window",
+    type=click.Choice(["expanding", "period"]),
+    default="expanding",
+    show_default=True,
+    help="Temporal training set: every earlier release, or only the period before the cut (the paper's).",
+)
 def fit_boundary(
     root: str,
     table_path: Path,
@@ -78,17 +99,40 @@ def fit_boundary(
     lambda_b: float,
     folds: int,
     train_fraction: float,
+    dates: str | None,
+    cuts: str | None,
+    window: str,
 ) -> None:
     """Fit a τ-quantile capability boundary y0 + L·σ(b(z − z*)), z = log10 FLOPs, and save it as JSON.
 
     Rows whose compute is implausible are corrected or dropped with a warning, and listed in
     the JSON's `data_issues`. Unless --folds 0, the JSON also records random-fold and
-    compute-split backtests against a constant-quantile baseline.
+    compute-split backtests against a constant-quantile baseline, and with --dates a temporal one.
+
+    Example: assay fit boundary --table ../shared/data/eval_results/obsscaling/base_llm_benchmark_eval.csv
+    --y MMLU --dates builtin --out mmlu.json
     """
     from assay.predictors.boundary import BoundaryPredictor
+    from assay.predictors.boundary_data import BUILTIN_DATES, month_index
 
     targets = fit_targets(out, register, root)
+    # flag errors before the fit, which takes seconds
+    if (dates is not None or cuts is not None) and folds <= 0:
+        raise click.UsageError("--dates and --cuts set up a backtest; they cannot go with --folds 0")
+    if cuts is not None and dates is None:
+        raise click.UsageError("--cuts needs --dates (a release-date column, or 'builtin')")
+    cut_list = [c.strip() for c in cuts.split(",") if c.strip()] if cuts else None
+    if cut_list is not None and any(math.isnan(month_index(c)) for c in cut_list):
+        raise click.BadParameter(
+            f"cut dates look like 2023-07 (or 2023-07-01), got {cuts!r}", param_hint="--cuts"
+        )
     table = _read_table(table_path)
+    if dates is not None and dates != BUILTIN_DATES and dates not in table.columns:
+        raise click.BadParameter(
+            f"{table_path.name} has no date column {dates!r} (columns: {', '.join(table.columns)}); "
+            "'builtin' uses Assay's approximate release months",
+            param_hint="--dates",
+        )
     model = BoundaryPredictor(y, x, tau=tau, kappa=kappa, lambda_b=lambda_b)
     try:
         model.fit(table, warn=False)
@@ -96,7 +140,12 @@ def fit_boundary(
         raise click.ClickException(f"{table_path}: {err}") from err
     _echo_issues(table_path, model.data_issues_)
     if folds > 0:
-        model.run_backtests(table, folds=folds, train_fraction=train_fraction)
+        try:
+            model.run_backtests(
+                table, folds=folds, train_fraction=train_fraction, dates=dates, cuts=cut_list, window=window
+            )
+        except ValueError as err:
+            raise click.ClickException(f"{table_path}: {err}") from err
     doc = model.to_json()
     doc["fitted_on"]["table"] = str(table_path)
     save_fit(doc, targets)
@@ -115,6 +164,15 @@ def fit_boundary(
             f"  backtest {name}: coverage {s['coverage']:.3f}, pinball {s['pinball']:.4f} "
             f"vs constant quantile {s['baseline_pinball']:.4f} (reduction {100 * s['pinball_reduction']:.0f}%)"
         )
+        for c in s.get("cuts", []):
+            click.echo(
+                f"    released {c['fold']}..{c['test_to']}: fit on {c['n_train']} earlier models, "
+                f"{c['n_test']} tested, coverage {c['coverage']:.3f} ({c['n_above']} above the boundary)"
+            )
+        if s.get("dates") == "builtin":
+            click.echo(
+                "    (release months: Assay's approximate months from general knowledge, not from the table)"
+            )
 
 
 @click.command("boundary")

@@ -43,15 +43,34 @@ def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
 
 def _backtest_lines(summary: dict) -> list[str]:
     lines = [f"backtest: fit without {summary['hold_out']}, predict its runs' final accuracy (points)"]
-    lines.append(f"  {'task':<14} {'runs':>4} {'mean |err|':>10} {'max':>6} {'coverage':>8}")
+    lines.append(
+        f"  {'task':<14} {'runs':>4} {'mean |err|':>10} {'max':>6} {'coverage':>8} {'uncalibrated':>12}"
+    )
     for task, s in summary["per_task"].items():
         lines.append(
-            f"  {task:<14} {s['runs']:>4} {s['abs_error_points']:>10.2f} {s['max_error_points']:>6.2f} {s['coverage']:>8.2f}"
+            f"  {task:<14} {s['runs']:>4} {s['abs_error_points']:>10.2f} {s['max_error_points']:>6.2f} "
+            f"{s['coverage']:>8.2f} {s['coverage_uncalibrated']:>12.2f}"
         )
     lines.append(
-        f"  {'mean':<14} {'':>4} {summary['mean_abs_error_points']:>10.2f} {'':>6} {summary['coverage']:>8.2f}"
+        f"  {'mean':<14} {'':>4} {summary['mean_abs_error_points']:>10.2f} {'':>6} {summary['coverage']:>8.2f} "
+        f"{summary['coverage_uncalibrated']:>12.2f}"
     )
+    if summary.get("calibration"):
+        lines.append("  (the copy's interval factor: " + _calibration_text(summary["calibration"]) + ")")
     return lines
+
+
+def _calibration_text(cal: dict) -> str:
+    """'x1.74 from 760M (fit on 190M-370M), 1B (fit on 190M-760M): coverage there 0.83 before, 0.97 after'."""
+    if not cal.get("steps"):
+        return f"x{cal.get('factor', 1.0):.2f} ({cal.get('note', 'no calibration step')})"
+    steps = ", ".join(
+        f"{s['hold_out']} (fit on {s['fitted_on'][0]}-{s['fitted_on'][-1]})" for s in cal["steps"]
+    )
+    return (
+        f"x{cal['factor']:.2f} from {steps}: {int(round(100 * cal['level']))}% coverage there "
+        f"{cal['coverage_uncalibrated']:.2f} before, {cal['coverage_calibrated']:.2f} after"
+    )
 
 
 def _load_fit(fit: str, root):
@@ -72,6 +91,12 @@ def _load_fit(fit: str, root):
 @click.option("--no-backtest", is_flag=True, help="Skip the backtest.")
 @click.option("--per-task-exponents", is_flag=True, help="Step 1 as published: one independent fit per task.")
 @click.option(
+    "--no-calibration",
+    is_flag=True,
+    help="Keep the plain delta-method interval (default: widen it by a factor measured on forward steps "
+    "inside the ladder: each size from the third up predicted from the sizes below it).",
+)
+@click.option(
     "--min-tokens-per-param",
     type=float,
     default=15.0,
@@ -81,12 +106,22 @@ def _load_fit(fit: str, root):
 @click.option("--register", default=None, help="Save as ROOT/predictors/NAME.json for `assay forecast`.")
 @root_option
 def fit_ladder(
-    runs, lm_eval, out, hold_out, no_backtest, per_task_exponents, min_tokens_per_param, register, root
+    runs,
+    lm_eval,
+    out,
+    hold_out,
+    no_backtest,
+    per_task_exponents,
+    no_calibration,
+    min_tokens_per_param,
+    register,
+    root,
 ):
     """Fit task-ladder scaling laws (Bhagia et al. 2024) on ladder runs and save them as JSON.
 
     Step 1 maps (N, D) to task bits-per-byte, step 2 maps that to accuracy; the backtest refits
-    without the largest size and reports the error on its runs.
+    without the largest size and reports the error on its runs. The interval is calibrated on the
+    ladder's own sizes (--no-calibration: the plain delta method); the factor is saved in the JSON.
 
     Example: assay fit ladder --runs '../shared/data/eval_results/olmo_ladder/ladder-runs/*.csv' --out ladder.json
     """
@@ -95,7 +130,9 @@ def fit_ladder(
     targets = fit_targets(out, register, root)
     table = _read_runs(runs, lm_eval)
     options = LadderOptions(
-        shared_exponents=not per_task_exponents, min_tokens_per_param=min_tokens_per_param
+        shared_exponents=not per_task_exponents,
+        min_tokens_per_param=min_tokens_per_param,
+        calibrate=not no_calibration,
     )
     predictor = LadderPredictor(options)
     try:
@@ -110,6 +147,8 @@ def fit_ladder(
         f"fitted {len(predictor.fits_)} tasks on {fitted['runs']} runs ({fitted['checkpoints']} checkpoints, "
         f"{len(fitted['sizes'])} sizes)"
     )
+    if predictor.options.calibrate:
+        click.echo("interval factor " + _calibration_text(predictor.calibration_))
     save_fit(predictor.to_json(), targets)
 
 
@@ -124,7 +163,8 @@ def forecast_ladder(fit, n, d, fmt, plot, root):
     """Chained ladder forecast of each task's accuracy for a model of N parameters trained on D tokens.
 
     JSON output: a list of {"task", "predicted", "lower", "upper"} with accuracies in [0, 1]; the
-    interval is the delta method on both fits plus checkpoint noise (see the fit's backtest coverage).
+    interval is the delta method on both fits plus checkpoint noise, times the fit's calibration
+    factor (see the fit's backtest coverage).
     """
     import polars as pl
 
@@ -152,10 +192,16 @@ def forecast_ladder(fit, n, d, fmt, plot, root):
             click.echo(
                 f"  {r['task']:<14} {r['predicted']:>8.3f} {interval:>16} {r['bpb_predicted']:>8.3f} {bt_text:>14}"
             )
+        click.echo(
+            f"  interval: delta method x{predictor.factor:.2f} (calibrated on the ladder's own sizes)"
+            if predictor.factor != 1.0
+            else "  interval: delta method, not calibrated"
+        )
         if predictor.backtest_:
             b = predictor.backtest_
+            cov = f", {level}% coverage {b['coverage']:.2f}" if "coverage" in b else ""
             click.echo(
-                f"  backtest (held out {b['hold_out']}): mean |err| {b['mean_abs_error_points']:.2f} points"
+                f"  backtest (held out {b['hold_out']}): mean |err| {b['mean_abs_error_points']:.2f} points{cov}"
             )
     if plot:
         from assay.predictors.ladder_plot import plot_forecast

@@ -12,8 +12,16 @@ from click.testing import CliRunner
 from scipy.stats import norm
 
 from assay.pipelines.cli import main
-from assay.predictors.boundary import BoundaryPredictor
-from assay.predictors.boundary_data import DataIssueWarning, prepare_compute_table, size_from_name
+from assay.predictors.boundary import BoundaryPredictor, half_year_cuts, temporal_split
+from assay.predictors.boundary_data import (
+    RELEASE_MONTH_FAMILY,
+    DataIssueWarning,
+    month_index,
+    month_label,
+    prepare_compute_table,
+    release_months,
+    size_from_name,
+)
 from assay.predictors.boundary_design import (
     Pilot,
     balanced_i_optimal,
@@ -257,7 +265,97 @@ def test_backtests(cut_compute):
     # the constant quantile of the low-compute 70 % cannot follow the frontier up: the sigmoid beats it
     assert top["pinball"] < top["baseline_pinball"]
     with pytest.raises(ValueError, match="unknown split"):
+        model.backtest(cut_compute, "chronological")
+    with pytest.raises(ValueError, match="needs release dates"):
         model.backtest(cut_compute, "temporal")
+
+
+# -- temporal validation -------------------------------------------------------------------------
+
+
+def test_month_parsing():
+    assert month_index("2023-07") == month_index("2023-07-18") == 2023 * 12 + 6
+    assert month_label(month_index("2024-01")) == "2024-01"
+    import datetime
+
+    assert month_index(datetime.date(2024, 2, 29)) == month_index("2024-02")
+    assert (
+        np.isnan(month_index(None))
+        and np.isnan(month_index("July 2023"))
+        and np.isnan(month_index("2023-13"))
+    )
+
+
+def test_temporal_split_masks():
+    months = np.array([month_index(m) for m in ["2022-03", "2022-11", "2023-02", "2023-05", "2023-08"]] * 3)
+    months[0] = np.nan  # an undated row is in no set
+    expanding = temporal_split(months, ["2023-01", "2023-07"], "expanding")
+    period = temporal_split(months, ["2023-01", "2023-07"], "period")
+    for (tr, te, lab), (_, pte, _) in zip(expanding, period):
+        assert not (tr & te).any() and not tr[0] and not te[0]
+        assert np.array_equal(te, pte)  # the window changes the training set only
+        assert months[tr].max() < month_index(lab["fold"]) <= months[te].min()
+    (tr0, te0, _), (tr1, te1, _) = expanding
+    assert tr0.sum() == 5 and te0.sum() == 6 and tr1.sum() == 11 and te1.sum() == 3
+    assert period[1][0].sum() == 6 and months[period[1][0]].min() >= month_index("2023-01")
+    with pytest.raises(ValueError, match="increasing"):
+        temporal_split(months, ["2023-07", "2023-01"])
+    with pytest.raises(ValueError, match="look like"):
+        temporal_split(months, ["mid-2023"])
+    with pytest.raises(ValueError, match="window"):
+        temporal_split(months, None, "rolling")
+
+
+def test_temporal_backtest_on_the_fixture(cut):
+    """Builtin months and the same months given as a date column give the same backtest."""
+    model = BoundaryPredictor("MMLU")
+    rows = model.backtest(cut, "temporal", dates="builtin", cuts=["2023-01", "2023-07", "2024-01"])
+    assert rows["fold"].to_list() == ["2023-01", "2023-07", "2024-01", "pooled"]
+    per_cut, pooled = rows[:3], rows.row(3, named=True)
+    assert pooled["n_test"] == per_cut["n_test"].sum() == 35 and pooled["n_undated"] == 0
+    assert per_cut["n_train"].to_list() == [10, 22, 31]  # expanding: every earlier release
+    assert pooled["coverage"] == pytest.approx(1 - pooled["n_above"] / 35)
+    assert pooled["coverage_gap"] == pytest.approx(pooled["coverage"] - 0.98)
+    computed, _ = prepare_compute_table(cut, warn=False)
+    dated = cut.join(
+        computed.select(pl.col("model").alias("Model"), release=pl.Series([month_label(m) for m in release_months(computed, "builtin")])),
+        on="Model",
+        how="left",
+    )  # fmt: skip
+    again = model.backtest(dated, "temporal", dates="release", cuts=["2023-01", "2023-07", "2024-01"])
+    assert again.drop("n_undated").equals(rows.drop("n_undated"))
+    with pytest.raises(ValueError, match="no date column"):
+        model.backtest(cut, "temporal", dates="released")
+
+
+def test_builtin_months_cover_the_shared_table(shared_data):
+    """The table has no date field; every model has a builtin month; the automatic cuts and the
+    split sizes on its 123 models with compute."""
+    table = pl.read_csv(shared_data / "eval_results" / "obsscaling" / "base_llm_benchmark_eval.csv")
+    assert not [c for c in table.columns if any(w in c.lower() for w in ("date", "release", "time", "year"))]
+    assert set(table["Model Family"]) <= set(RELEASE_MONTH_FAMILY)
+    z, _, months = BoundaryPredictor("MMLU").release_months(table, "builtin")
+    assert len(z) == 123 and np.isfinite(months).all()
+    assert half_year_cuts(months) == ["2023-01", "2023-07", "2024-01", "2024-07"]
+    sizes = {
+        w: [(int(tr.sum()), int(te.sum())) for tr, te, _ in temporal_split(months, None, w)]
+        for w in ("expanding", "period")
+    }
+    assert sizes["expanding"] == [(24, 31), (55, 29), (84, 30), (114, 9)]
+    assert sizes["period"] == [(24, 31), (31, 29), (29, 30), (30, 9)]  # fmt: skip
+
+
+def test_temporal_coverage_on_the_shared_table(shared_data):
+    """The measured held-out figure of the README: MMLU, expanding window, λ_b 1e-3, 99 later
+    releases over four cuts, 17 above the boundary (coverage 0.83 against τ = 0.98)."""
+    table = pl.read_csv(shared_data / "eval_results" / "obsscaling" / "base_llm_benchmark_eval.csv")
+    rows = BoundaryPredictor("MMLU").backtest(table, "temporal", dates="builtin")
+    pooled = rows.filter(pl.col("fold") == "pooled").row(0, named=True)
+    assert pooled["n_test"] == 99
+    assert pooled["n_above"] == pytest.approx(17, abs=1)
+    # better than the constant quantile, and still short of τ: the frontier advances
+    assert pooled["baseline_coverage"] < pooled["coverage"] < 0.9
+    assert pooled["pinball"] < pooled["baseline_pinball"]
 
 
 # -- budgeted design -----------------------------------------------------------------------------
@@ -318,6 +416,25 @@ def test_cli_fit_and_forecast(tmp_path, fixtures):
     assert "btlm-3b-8k-base: 627 T tokens" in res.output and "3 rows dropped" in res.output
     doc = json.loads(out.read_text())
     assert doc["kind"] == "boundary" and set(doc["backtest"]) == {"random_3fold", "compute_top_30pct"}
+    dated = tmp_path / "dated.json"
+    res = runner.invoke(
+        main,
+        ["fit", "boundary", "--table", str(table), "--y", "MMLU", "--out", str(dated), "--folds", "3",
+         "--dates", "builtin", "--cuts", "2023-01,2023-07,2024-01", "--window", "period"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    temporal = json.loads(dated.read_text())["backtest"]["temporal_period"]
+    assert [c["fold"] for c in temporal["cuts"]] == ["2023-01", "2023-07", "2024-01"]
+    assert temporal["n_test"] == 35 and "released 2023-07" in res.output and "general knowledge" in res.output
+    for bad, message in (
+        (["--dates", "released"], "no date column"),
+        (["--cuts", "2023-07"], "--cuts needs --dates"),
+        (["--dates", "builtin", "--cuts", "2024-01,2023-01"], "increasing"),
+    ):
+        res = runner.invoke(
+            main, ["fit", "boundary", "--table", str(table), "--y", "MMLU", "--out", str(dated), *bad]
+        )
+        assert res.exit_code != 0 and message in res.output and "Traceback" not in res.output, res.output
     assert json.loads((tmp_path / "predictors" / "mmlu.json").read_text()) == doc
 
     res = runner.invoke(

@@ -169,9 +169,11 @@ def test_backtest_on_real_fixtures_within_two_points(ladder):
 
 
 def test_runs_under_1xc_are_left_out_unless_asked(ladder):
-    kept = LadderPredictor().fit(ladder).fitted_on_
+    kept = LadderPredictor(LadderOptions(calibrate=False)).fit(ladder).fitted_on_
     assert "190M-0.5xC" not in {p["run"] for p in kept["final_points"]}
-    everything = LadderPredictor(LadderOptions(min_tokens_per_param=0)).fit(ladder).fitted_on_
+    everything = (
+        LadderPredictor(LadderOptions(min_tokens_per_param=0, calibrate=False)).fit(ladder).fitted_on_
+    )
     assert everything["runs"] == kept["runs"] + 1
 
 
@@ -179,8 +181,9 @@ def test_json_round_trip_predicts_the_same(ladder):
     p = LadderPredictor().fit(ladder)
     p.backtest(ladder, "3B")
     saved = json.loads(json.dumps(p.to_json()))
-    assert saved["kind"] == "ladder" and saved["version"] == "1"
+    assert saved["kind"] == "ladder" and saved["version"] == "2"
     assert {"params", "fitted_on", "backtest"} <= set(saved)
+    assert saved["params"]["calibration"]["factor"] == p.factor > 1.0
     assert saved["fitted_on"]["sizes"] == sorted(float(v) for v in LADDER_SIZES.values())
     back = LadderPredictor.from_json(saved)
     targets = pl.DataFrame({"n": [6.9e9, 13.2e9], "d": [4e12, 5e12]})
@@ -188,6 +191,70 @@ def test_json_round_trip_predicts_the_same(ladder):
     assert a["predicted"].to_list() == pytest.approx(b["predicted"].to_list(), abs=1e-12)
     assert a["upper"].to_list() == pytest.approx(b["upper"].to_list(), abs=1e-12)
     assert back.backtest_ == saved["backtest"]
+    # a version-1 fit (before calibration) still loads, with its plain delta-method interval
+    old = json.loads(json.dumps(saved))
+    old["version"] = "1"
+    del old["params"]["calibration"]
+    for key in ("calibrate", "calibration_min_sizes"):
+        del old["params"]["options"][key]
+    v1 = LadderPredictor.from_json(old)
+    assert v1.factor == 1.0 and not v1.options.calibrate
+    c = v1.predict(targets)
+    assert c["predicted"].to_list() == pytest.approx(a["predicted"].to_list(), abs=1e-12)
+    assert ((c["upper"] - c["lower"]) < (a["upper"] - a["lower"])).all()
+
+
+def test_calibration_factor_comes_only_from_the_calibration_sizes(ladder):
+    """The factor of a 190M-1B fit is set by its forward steps (760M from 190M-370M, 1B from
+    190M-760M): the 3B runs play no part, so changing them changes nothing."""
+    no_3b = ladder.filter(pl.col("size") != "3B")
+    base = LadderPredictor().fit(no_3b)
+    cal = base.calibration_
+    assert [s["hold_out"] for s in cal["steps"]] == ["760M", "1B"]
+    assert cal["steps"][0]["fitted_on"] == ["190M", "370M"]
+    assert cal["residuals"] == sum(s["residuals"] for s in cal["steps"]) == 2 * 4 * len(TASKS)
+    # the backtest's copy fits on the same rows as `base`, whatever the 3B rows say
+    shifted = ladder.with_columns(
+        acc=pl.when(pl.col("size") == "3B").then(pl.col("acc") * 0.5).otherwise(pl.col("acc")),
+        bpb=pl.when(pl.col("size") == "3B").then(pl.col("bpb") * 2.0).otherwise(pl.col("bpb")),
+    )
+    p = LadderPredictor()
+    p.backtest(shifted, "3B")
+    assert p.backtest_["calibration"]["factor"] == pytest.approx(base.factor, rel=1e-12)
+    # ... while changing a calibration size does change it
+    moved = ladder.with_columns(
+        acc=pl.when(pl.col("size") == "1B").then(pl.col("acc") + 0.02).otherwise(pl.col("acc"))
+    )
+    assert LadderPredictor().fit(moved.filter(pl.col("size") != "3B")).factor != pytest.approx(base.factor)
+
+
+def test_calibration_widens_the_interval_only(ladder):
+    """Point predictions do not move; the interval grows by the factor; coverage on the held-out
+    3B runs is reported before and after, at the values measured on the fixture runs."""
+    plain, calibrated = LadderPredictor(LadderOptions(calibrate=False)), LadderPredictor()
+    a, b = plain.backtest(ladder, "3B"), calibrated.backtest(ladder, "3B")
+    assert b["predicted"].to_list() == a["predicted"].to_list()
+    assert calibrated.backtest_["mean_abs_error_points"] == plain.backtest_["mean_abs_error_points"]
+    factor = calibrated.backtest_["calibration"]["factor"]
+    assert b["sd"].to_numpy() == pytest.approx(factor * a["sd"].to_numpy(), rel=1e-12)
+    assert plain.backtest_["calibration"] is None
+    assert b["covered_uncalibrated"].to_list() == a["covered"].to_list()
+    s = calibrated.backtest_
+    # measured on the fixture (every third checkpoint of the real runs, 3B at 1-10xC): 32 rows
+    assert factor == pytest.approx(1.48, abs=0.05)
+    assert s["coverage_uncalibrated"] == pytest.approx(27 / 32, abs=1.5 / 32)
+    assert s["coverage"] == pytest.approx(31 / 32, abs=1.5 / 32)
+    assert s["coverage"] > s["coverage_uncalibrated"]
+
+
+def test_calibration_needs_three_sizes():
+    rows = [
+        {"run": f"{n:.0f}-{m}xC", "n": n, "d": 20 * n * m * s / 10, "step": s, "task": "piqa",
+         "bpb": 1.0 + 50 / n**0.3 + 40 / (20 * n * m * s / 10) ** 0.25, "acc": 0.6 + 0.01 * s}
+        for n in SIZES[:2] for m in MULTS for s in range(1, 11)
+    ]  # fmt: skip
+    p = LadderPredictor().fit(pl.DataFrame(rows))
+    assert p.factor == 1.0 and "no forward step" in p.calibration_["note"]
 
 
 def test_clear_errors():
@@ -207,7 +274,8 @@ def test_reproduces_the_published_13b_predictions(shared_data):
     repository, src/scripts/paper/figures/chained_main.csv)."""
     paths = sorted((shared_data / "eval_results" / "olmo_ladder" / "ladder-runs").glob("*.csv"))
     table = read_olmo_ladder(p for p in paths if not p.stem.startswith("3B") and "rerun" not in p.stem)
-    p = LadderPredictor(LadderOptions(shared_exponents=False)).fit(table)
+    # point predictions only: the interval calibration (three more per-task fits) is not needed
+    p = LadderPredictor(LadderOptions(shared_exponents=False, calibrate=False)).fit(table)
     pred = dict(
         p.predict(pl.DataFrame({"n": [13_202_396_160], "d": [5_000_080_130_048]}))
         .select("task", "predicted")
@@ -224,7 +292,13 @@ def test_backtest_on_all_shared_runs(shared_data):
     p = LadderPredictor()
     rows = p.backtest(table, "3B")
     assert rows["run"].n_unique() == 6  # 0.5xC to 10xC and the rerun
-    assert p.backtest_["mean_abs_error_points"] < 2.0
+    # the figure of the README (the 3B MAE is unchanged by the interval calibration)
+    assert p.backtest_["mean_abs_error_points"] == pytest.approx(1.126, abs=5e-3)
+    # 95 % coverage on the 48 held-out 3B rows: 38 before calibration, 46 after (factor 1.74 from
+    # 760M and 1B, fitted without 3B)
+    assert p.backtest_["coverage_uncalibrated"] == pytest.approx(38 / 48, abs=1.5 / 48)
+    assert p.backtest_["coverage"] == pytest.approx(46 / 48, abs=1.5 / 48)
+    assert p.backtest_["calibration"]["factor"] == pytest.approx(1.74, abs=0.05)
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -238,6 +312,7 @@ def test_cli_fit_and_forecast(fixtures, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "backtest" in res.output and out.exists()
+    assert "interval factor x" in res.output and "uncalibrated" in res.output
     res = runner.invoke(
         main, ["forecast", "ladder", "--fit", str(out), "--n", "6.9e9", "--d", "4e12", "--format", "json",
                "--plot", str(tmp_path / "f.png")]
@@ -271,6 +346,12 @@ def test_cli_register_and_long_table_input(ladder, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert sorted(r["task"] for r in json.loads(res.output)) == ["hellaswag", "piqa"]
+    plain = tmp_path / "plain.json"
+    res = runner.invoke(main, [*args, "--out", str(plain), "--no-calibration", "--no-backtest"])
+    assert res.exit_code == 0 and "interval factor" not in res.output, res.output
+    saved = json.loads(plain.read_text())
+    assert saved["params"]["options"]["calibrate"] is False and saved["params"]["calibration"] == {}
+    assert LadderPredictor.from_json(saved).factor == 1.0
 
 
 # ---------------------------------------------------------------------------- lm-eval
