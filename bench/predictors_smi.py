@@ -2,9 +2,12 @@
 
 1. Reproduction: R², slope, intercept, MSE and upper bound of CO-OCCUR, MI and SMI for every model
    in merge_outputs/, side by side with the paper's tables/analysis_tables_<model>.xlsx.
-2. Cross-size: fit on the smaller models of a family, predict a larger one from its counts and
-   size alone; per-bin and per-fact MAE against the target's own fit (the floor) and baselines.
-3. Damping sweep over every forward split of the three families (why damping = 0.5).
+2. Cross-size rule, leave one family out (per weighting of the per-model lines): every candidate
+   rule of `smi_cross.CANDIDATES` on the forward splits of Pythia, GPT-Neo/J and BLOOM (a family's
+   larger models predicted from its smaller ones); for each family the rule chosen on the other
+   two, its held-out per-bin MAE beside naive pooling and the target's own-fit floor; the rule
+   chosen on all three families (the default).
+3. Pythia-12B from Pythia <= 2.8B with the default rule: coefficients and the mean with its interval.
 
 Run: .venv/bin/python bench/predictors_smi.py [--data ../shared/data]
 """
@@ -16,41 +19,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from assay.predictors.smi import (  # noqa: E402
-    METHODS,
-    SMIPredictor,
-    bin_fit,
-    log_bin,
-    mutual_information,
-    normalise,
-    paper_fit,
-    size_exponent,
+from assay.predictors.smi import METHODS, SMIPredictor, paper_fit  # noqa: E402
+from assay.predictors.smi_cross import (  # noqa: E402
+    DEFAULT_RULES,
+    candidate_scores,
+    choose_rule,
+    cross_size_errors,
+    forecast_errors,
+    leave_one_family_out,
+    rule_label,
 )
-from assay.predictors.smi_cross import bin_errors  # noqa: E402
-from assay.predictors.smi_data import load_model_table, parse_model_size  # noqa: E402
+from assay.predictors.smi_data import load_families, load_model_table, parse_model_size  # noqa: E402
 
-FAMILIES = {
-    "pythia": ["14m", "31m", "70m", "160m", "410m", "1.4b", "2.8b", "6.9b", "12b"],
-    "gpt-neo": ["gpt-neo-125m", "gpt-neo-1.3B", "gpt-neo-2.7B", "gpt-j-6b"],
-    "bloom": ["560m", "1b1", "1b7", "3b", "7b1"],
-}
-FAMILIES["pythia"] = [f"pythia-{s}" for s in FAMILIES["pythia"]]
-FAMILIES["bloom"] = [f"bloom-{s}" for s in FAMILIES["bloom"]]
-SPLITS = [  # (family, largest model fitted, target)
-    ("pythia", "pythia-2.8b", "pythia-12b"),
-    ("pythia", "pythia-6.9b", "pythia-12b"),
-    ("pythia", "pythia-2.8b", "pythia-6.9b"),
-    ("pythia", "pythia-1.4b", "pythia-12b"),
-    ("gpt-neo", "gpt-neo-2.7B", "gpt-j-6b"),
-    ("bloom", "bloom-3b", "bloom-7b1"),
-    ("bloom", "bloom-1b7", "bloom-7b1"),
-]
 XLSX_COLUMNS = {"slope": "a", "intercept": "b", "r2": "R2", "mse": "MSE", "upper_bound": "upper bound"}
 
 
@@ -83,105 +68,78 @@ def reproduction(smi: Path) -> float:
     return worst
 
 
-def pooled_line(tables: dict[str, pl.DataFrame], train: list[str], target_size: float) -> tuple[float, float]:
-    """The naive baseline: one paper line over the facts of all smaller models, pooled."""
-    xs, ys = [], []
-    for model in train:
-        t = tables[model]
-        mi = mutual_information(t)
-        kept = mi > 0
-        b = log_bin(mi[kept])
-        xs.append(normalise(b, b.min(), b.max()) ** size_exponent(target_size))
-        ys.append(t["acc"].to_numpy()[kept])
-    slope, intercept, *_ = bin_fit(np.concatenate(xs), np.concatenate(ys))
-    return slope, intercept
-
-
-def cross_size(tables: dict[str, pl.DataFrame], weighting: str) -> None:
-    print(f"== 2. Cross-size prediction, weighting={weighting} (per-bin MAE / per-fact MAE / mean error) ==")
+def cross_size(families: dict[str, dict[str, pl.DataFrame]], weighting: str) -> pl.DataFrame:
+    errors = cross_size_errors(families, weighting=weighting)
+    names = list(families)
+    n_fits = errors.select("family", "fit_upto").unique().height
+    n_splits = errors.select("family", "fit_upto", "target").unique().height
     print(
-        "floor = the target's own paper SMI line (unclipped, as the paper draws it); pooled = one line over "
-        "all smaller models' facts;\nlast = the largest fitted model's line; undamped / ours = ln N trend "
-        "carried at damping 1 / 0.5. Predictions are clipped to [0, 1]."
+        f"== 2. Cross-size rule, weighting={weighting}, leave one family out ({n_splits} forward splits: "
+        f"{n_fits} fits on a family's models up to >= 300M, each predicting every larger model) =="
     )
-    cols = ["floor", "pooled", "last", "undamped", "ours"]
-    print(f"{'target':<12}{'fitted up to':<14}" + "".join(f"{c:>24}" for c in cols) + f"{'ours/floor':>12}")
-    for family, upto, target in SPLITS:
-        members = FAMILIES[family]
-        train = members[: members.index(upto) + 1]
-        part = tables[target]
-        size = parse_model_size(target)
-        fit_table = pl.concat([tables[m] for m in train])
-        row = {}
-        own = paper_fit(part, size)["SMI"]
-        fits = {
-            d: SMIPredictor(weighting=weighting, damping=d).fit(fit_table, backtest=False)
-            for d in (0, 1, 0.5)
-        }
-        pred = fits[0.5].predict(part, size)
-        kept = pred["smi"].is_not_null().to_numpy()
-        x = pred["smi"].to_numpy()[kept]
-        acc = part["acc"].to_numpy()
-        row["floor"] = bin_errors(x, acc[kept], own.slope * x + own.intercept)
-        a, b = pooled_line(tables, train, size)
-        row["pooled"] = bin_errors(x, acc[kept], np.clip(a * x + b, 0, 1))
-        for name, d in (("last", 0), ("undamped", 1), ("ours", 0.5)):
-            p = fits[d].predict(part, size)
-            row[name] = bin_errors(x, acc[kept], p["predicted"].to_numpy()[kept])
-            row[name]["mean_error"] = float(p["predicted"].mean() - acc.mean())
+    print(
+        "ratio = per-bin MAE / the target's own-fit floor (its own line, fitted and clipped the same way), "
+        "averaged over a family's splits;\nscore = mean of the families' ratios. Every figure in table (a) "
+        "is USED TO CHOOSE; table (b)'s 'held out' columns are not."
+    )
+    scores = candidate_scores(errors)
+    per_family = errors.group_by("family", "candidate").agg(pl.col("ratio").mean())
+    chosen_all = choose_rule(errors)
+    print(f"(a) every candidate on every family (used to choose; sorted by score over all {len(names)})")
+    print(f"{'candidate':<22}" + "".join(f"{f:>10}" for f in names) + f"{'score':>9}")
+    for cand in scores["candidate"]:
         cells = "".join(
-            f"{row[c]['bin_mae']:>8.4f}{row[c]['fact_mae']:>8.4f}{row[c]['mean_error']:>+8.3f}" for c in cols
+            f"{per_family.filter((pl.col('family') == f) & (pl.col('candidate') == cand))['ratio'][0]:>10.3f}"
+            for f in names
         )
-        ratio = row["ours"]["bin_mae"] / row["floor"]["bin_mae"]
-        print(f"{target:<12}{upto:<14}{cells}{ratio:>12.3f}")
-        if target == "pythia-12b" and upto == "pythia-2.8b":
-            # refit with its backtest: the interval of the mean is built from the backtest's error
-            fitted = SMIPredictor(weighting=weighting).fit(fit_table)
-            c = fitted.coefficients(size)
-            s = fitted.expected_accuracy(fitted.predict(part, size), size)
-            print(
-                f"{'':<26}at 12e9: acc = {c['slope']:.4f}·SMI {c['intercept']:+.4f} (own fit {own.slope:.4f}·SMI "
-                f"{own.intercept:+.4f}); mean {s['expected']:.4f} [{s['lower']:.4f}, {s['upper']:.4f}] vs "
-                f"observed {acc.mean():.4f}"
-            )
-    print()
-
-
-def damping_sweep(tables: dict[str, pl.DataFrame], weighting: str) -> None:
-    print(
-        f"== 3. Damping sweep, weighting={weighting}: every forward split whose largest fitted model is >= 300M =="
-    )
-    print(
-        "ratio = per-bin MAE / the target's own paper line (unclipped); mean err = predicted - observed mean accuracy"
-    )
-    print(f"{'damping':>8}{'ratio mean':>12}{'ratio max':>11}{'> 1.1':>8}{'mean err RMS':>14}")
-    for damping in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0):
-        ratios, errors = [], []
-        for members in FAMILIES.values():
-            for i in range(2, len(members)):
-                train = members[:i]
-                if parse_model_size(train[-1]) < 300e6:
-                    continue
-                fitted = SMIPredictor(weighting=weighting, damping=damping).fit(
-                    pl.concat([tables[m] for m in train]), backtest=False
-                )
-                for target in members[i:]:
-                    part, size = tables[target], parse_model_size(target)
-                    pred = fitted.predict(part, size)
-                    kept = pred["smi"].is_not_null().to_numpy()
-                    x, acc = pred["smi"].to_numpy()[kept], part["acc"].to_numpy()
-                    own = paper_fit(part, size)["SMI"]
-                    floor = bin_errors(x, acc[kept], own.slope * x + own.intercept)["bin_mae"]
-                    ratios.append(
-                        bin_errors(x, acc[kept], pred["predicted"].to_numpy()[kept])["bin_mae"] / floor
-                    )
-                    errors.append(float(pred["predicted"].mean() - acc.mean()))
-        r = np.array(ratios)
-        rms = float(np.sqrt(np.mean(np.square(errors))))
+        score = scores.filter(pl.col("candidate") == cand)["score"][0]
         print(
-            f"{damping:>8.1f}{r.mean():>12.3f}{r.max():>11.3f}{int((r > 1.1).sum()):>5}/{len(r):<2}{rms:>14.4f}"
+            f"{cand:<22}{cells}{score:>9.3f}" + ("   <- chosen on all families" if cand == chosen_all else "")
         )
-    print()
+    lofo = leave_one_family_out(errors)
+    print("(b) each family held out: the rule chosen on the other families, applied to this one")
+    print(
+        f"{'family':<9}{'splits':>7}  {'chosen on the others':<22}{'score there':>12}{'held-out MAE':>14}"
+        f"{'ratio':>8}{'pooling MAE':>13}{'ratio':>8}{'floor MAE':>11}"
+    )
+    for r in lofo.iter_rows(named=True):
+        there = candidate_scores(errors, exclude=r["family"])
+        score = there.filter(pl.col("candidate") == r["chosen_on_others"])["score"][0]
+        print(
+            f"{r['family']:<9}{r['splits']:>7}  {r['chosen_on_others']:<22}{score:>12.3f}{r['bin_mae']:>14.4f}"
+            f"{r['ratio']:>8.3f}{r['pool_bin_mae']:>13.4f}{r['pool_ratio']:>8.3f}{r['floor_bin_mae']:>11.4f}"
+        )
+    print("(c) the held-out splits (per-bin MAE; chosen = the rule chosen without the family)")
+    print(f"{'target':<14}{'fitted up to':<15}{'chosen':>9}{'pooling':>9}{'floor':>9}{'chosen/floor':>14}")
+    chosen = dict(zip(lofo["family"], lofo["chosen_on_others"]))
+    for (family, upto, target), part in errors.group_by("family", "fit_upto", "target", maintain_order=True):
+        c = part.filter(pl.col("candidate") == chosen[family]).row(0, named=True)
+        pool = part.filter(pl.col("candidate") == "pool")["bin_mae"][0]
+        print(
+            f"{target:<14}{upto:<15}{c['bin_mae']:>9.4f}{pool:>9.4f}{c['floor_bin_mae']:>9.4f}{c['ratio']:>14.3f}"
+        )
+    default = rule_label(DEFAULT_RULES[weighting])
+    note = "" if default == chosen_all else f"  (WARNING: smi_cross.DEFAULT_RULES says {default})"
+    print(f"rule chosen on all three families (the default for weighting={weighting}): {chosen_all}{note}\n")
+    return errors
+
+
+def pythia_12b(families: dict[str, dict[str, pl.DataFrame]]) -> None:
+    print("== 3. Pythia-12B from Pythia <= 2.8B, default rule (bins weighting) ==")
+    tables = families["pythia"]
+    fit_table = pl.concat([t for m, t in tables.items() if parse_model_size(m) <= 2.8e9])
+    part, size = tables["pythia-12b"], 12e9
+    fitted = SMIPredictor().fit(fit_table)
+    own = SMIPredictor().fit(part, backtest=False)
+    c, o = fitted.coefficients(size), own.coefficients(size)
+    errs, floor = forecast_errors(fitted, part, size), forecast_errors(own, part, size)
+    s = fitted.expected_accuracy(fitted.predict(part, size), size)
+    print(
+        f"rule {fitted.trend_.describe()}: acc = {c['slope']:.4f}·SMI {c['intercept']:+.4f} (own fit "
+        f"{o['slope']:.4f}·SMI {o['intercept']:+.4f}); per-bin MAE {errs['bin_mae']:.4f} (floor "
+        f"{floor['bin_mae']:.4f}); mean {s['expected']:.4f} [{s['lower']:.4f}, {s['upper']:.4f}] vs observed "
+        f"{part['acc'].mean():.4f}\n"
+    )
 
 
 def main() -> None:
@@ -193,11 +151,10 @@ def main() -> None:
         sys.exit(f"{smi}: not found (the SMI data is read from ../shared, never copied into the project)")
     start = time.perf_counter()
     reproduction(smi)
-    names = [m for members in FAMILIES.values() for m in members]
-    tables = {m: load_model_table([(smi / "merge_outputs" / f"{m}.json.gz", None)]) for m in names}
+    families = load_families(smi / "merge_outputs")
     for weighting in ("bins", "facts"):
-        cross_size(tables, weighting)
-        damping_sweep(tables, weighting)
+        cross_size(families, weighting)
+    pythia_12b(families)
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 

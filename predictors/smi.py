@@ -19,7 +19,9 @@ Choices beyond the paper, each documented where it is made:
   bin by its number of facts (ordinary least squares over facts). The paper's line gives sparse
   tail bins as much say as dense ones and over-predicts the mean accuracy over all facts (by about
   0.04 on Pythia-12B); the facts line predicts that mean within 0.001 but fits tail bins worse.
-* Across sizes, slope, intercept and the unseen-fact accuracy follow `smi_cross.SizeTrend`.
+* Across sizes, slope, intercept and the unseen-fact accuracy follow `smi_cross.CrossSize`: the
+  fitted models' own values, interpolated in ln N, and beyond them the rule `rule` (chosen by
+  leave-one-family-out, see `smi_cross`).
 """
 
 from __future__ import annotations
@@ -33,17 +35,23 @@ import polars as pl
 
 from assay.predictors.ranges import beyond_range
 from assay.predictors.smi_cross import (
+    ALPHA,
     DAMPING,
+    DEFAULT_RULES,
     TREND_SIZES,
+    WEIGHT,
+    CrossSize,
+    PooledLine,
     SizeTrend,
     backtest_by_facts,
     backtest_by_size,
     backtest_summary,
+    check_rule,
 )
 from assay.predictors.smi_data import COUNT_COLUMNS, normalise_columns
 
 KIND = "smi"
-VERSION = "1"
+VERSION = "2"  # 2: cross-size rules and per-bin sums (version 1 fits read as rule "trend")
 METHODS = ("CO-OCCUR", "MI", "SMI")
 N_BANDS = 10  # bands of predicted accuracy with their own per-fact interval
 BINS_PER_LOG2 = 5  # bins 0.2 wide in log2 (paper §1.4, `int(log2(m) * 5) / 5`)
@@ -170,27 +178,46 @@ def paper_fit(table: pl.DataFrame, model_size: float, model: str = "") -> dict[s
     return out
 
 
+def line_predictions(smi: np.ndarray, coefficients: dict[str, float]) -> np.ndarray:
+    """Per-fact accuracy on the line, clipped to [0, 1]; facts without SMI (NaN): the unseen accuracy."""
+    c = coefficients
+    line = np.clip(c["slope"] * np.nan_to_num(smi) + c["intercept"], 0, 1)
+    return np.where(np.isnan(smi), c["acc_unseen"], line)
+
+
 class SMIPredictor:
     """Fit per-fact CBQA accuracy on counts of one or several model sizes; predict for new counts.
 
     `fit(table)` takes columns model, model_size, fact_id, time_seqs, time_subj, time_obj,
     time_s1j1, acc (see `load_model_table`); `predict(counts, model_size)` returns fact_id, smi,
     predicted, lower, upper; `expected_accuracy(predicted)` the mean with its interval.
+    Beyond the fitted sizes the cross-size `rule` applies ("trend", "pool", "shrink", "power"
+    with `damping`, `trend_sizes`, `weight`, `alpha`; see `smi_cross`); settings left out take
+    the choice made for the weighting by leave-one-family-out (`smi_cross.DEFAULT_RULES`).
     """
 
     def __init__(
         self,
         weighting: str = "bins",
-        damping: float = DAMPING,
+        rule: str | None = None,
+        damping: float | None = None,
         trend_sizes: int = TREND_SIZES,
+        weight: float | None = None,
+        alpha: float | None = None,
         coverage: float = 0.9,
         folds: int = 5,
         seed: int = 0,
     ):
         if weighting not in ("bins", "facts"):
             raise ValueError(f"weighting must be 'bins' or 'facts', got {weighting!r}")
+        # settings left out: the cross-size rule chosen for this weighting (smi_cross.DEFAULT_RULES)
+        default = DEFAULT_RULES[weighting]
         self.weighting = weighting
-        self.damping = damping
+        self.rule = default["rule"] if rule is None else rule
+        self.damping = float(default.get("damping", DAMPING) if damping is None else damping)
+        self.weight = float(default.get("weight", WEIGHT) if weight is None else weight)
+        self.alpha = float(default.get("alpha", ALPHA) if alpha is None else alpha)
+        check_rule(self.rule, self.weight, self.alpha)
         self.trend_sizes = trend_sizes
         self.coverage = coverage
         self.folds = folds
@@ -198,7 +225,18 @@ class SMIPredictor:
 
     def _params(self) -> dict:
         return {
-            k: getattr(self, k) for k in ("weighting", "damping", "trend_sizes", "coverage", "folds", "seed")
+            k: getattr(self, k)
+            for k in (
+                "weighting",
+                "rule",
+                "damping",
+                "trend_sizes",
+                "weight",
+                "alpha",
+                "coverage",
+                "folds",
+                "seed",
+            )
         }
 
     # ---- fit -------------------------------------------------------------------------------
@@ -236,6 +274,7 @@ class SMIPredictor:
                     "acc_unseen": unseen,
                     "interval_bands": self._bands(fitted, resid, acc[~kept]),
                     "residual_var": float(resid.var()),
+                    "bins": self._bin_sums(mi[kept], acc[kept], acc[~kept]),
                     "paper": {k: v.to_dict() for k, v in paper_fit(part, size, model).items()},
                 }
             )
@@ -270,10 +309,36 @@ class SMIPredictor:
             "unseen": [float(np.quantile(unseen, q)), float(np.quantile(unseen, 1 - q))],
         }
 
+    @staticmethod
+    def _bin_sums(mi: np.ndarray, acc: np.ndarray, unseen_acc: np.ndarray) -> dict:
+        """Facts and accuracy sums per log2 MI bin: what the pooled line is refitted from."""
+        keys, inverse, counts = np.unique(log_bin(mi), return_inverse=True, return_counts=True)
+        return {
+            "log2_mi": keys.tolist(),
+            "n": counts.tolist(),
+            "acc_sum": np.bincount(inverse, acc).tolist(),
+            "unseen_n": int(len(unseen_acc)),
+            "unseen_sum": float(unseen_acc.sum()),
+        }
+
     def _build_trend(self) -> None:
         values = np.array([[m["slope"], m["intercept"], m["acc_unseen"]] for m in self.models_])
         sizes = [m["model_size"] for m in self.models_]
-        self.trend_ = SizeTrend(sizes, values, self.damping, self.trend_sizes)
+        trend = SizeTrend(sizes, values, self.damping, self.trend_sizes)
+        bins = [m.get("bins") for m in self.models_]
+        pooled = None if None in bins else PooledLine.pool(bins, self.lo_, self.hi_, self.weighting)
+        self.trend_ = CrossSize(trend, pooled, self.rule, self.weight, self.alpha)
+
+    def with_rule(self, rule: str, **settings) -> SMIPredictor:
+        """The same per-model fits under another cross-size rule (no refit; no backtest kept).
+
+        `settings`: damping, trend_sizes, weight, alpha; those left out keep this fit's values.
+        """
+        other = SMIPredictor(**(self._params() | {"rule": rule} | settings))
+        other.lo_, other.hi_, other.models_ = self.lo_, self.hi_, self.models_
+        other._build_trend()
+        other.backtest_ = None
+        return other
 
     def _smi(self, mi: np.ndarray, model_size: float) -> np.ndarray:
         # the stored scale, clamped: the line has no evidence outside the fitted range
@@ -282,7 +347,7 @@ class SMIPredictor:
 
     # ---- predict -----------------------------------------------------------------------------
     def coefficients(self, model_size: float) -> dict[str, float]:
-        """Slope, intercept and unseen-fact accuracy at `model_size` (see `SizeTrend`)."""
+        """Slope, intercept and unseen-fact accuracy at `model_size` (see `smi_cross.CrossSize`)."""
         slope, intercept, unseen = self.trend_(model_size)
         return {
             "slope": float(slope),
@@ -301,9 +366,7 @@ class SMIPredictor:
         c = self.coefficients(model_size)
         smi = np.full(len(mi), np.nan)
         smi[kept] = self._smi(mi[kept], model_size)
-        predicted = np.where(
-            kept, np.clip(c["slope"] * np.nan_to_num(smi) + c["intercept"], 0, 1), c["acc_unseen"]
-        )
+        predicted = line_predictions(smi, c)
         bands = self._nearest(model_size)["interval_bands"]
         band = np.searchsorted(np.asarray(bands["edges"]), predicted, side="right")
         lower = np.where(kept, predicted + np.asarray(bands["lower"])[band], bands["unseen"][0])
@@ -395,12 +458,17 @@ class SMIPredictor:
     def from_json(cls, d: dict) -> SMIPredictor:
         if d.get("kind") != KIND:
             raise ValueError(f"not an SMI fit (kind={d.get('kind')!r})")
-        if str(d.get("version")) != VERSION:
-            raise ValueError(f"SMI fit version {d.get('version')!r}; this Assay reads version {VERSION}")
-        self = cls(**d["params"])
+        version = str(d.get("version"))
+        if version not in ("1", VERSION):
+            raise ValueError(f"SMI fit version {version!r}; this Assay reads versions 1 and {VERSION}")
+        if version == "1":  # before the cross-size rules: the damped trend, no per-bin sums
+            self = cls(**(d["params"] | {"rule": "trend"}))
+            self.trend_ = CrossSize(SizeTrend.from_json(d["size_trend"]), None, "trend")
+        else:
+            self = cls(**d["params"])
+            self.trend_ = CrossSize.from_json(d["size_trend"])
         self.lo_ = d["normalisation"]["log2_mi_bin_min"]
         self.hi_ = d["normalisation"]["log2_mi_bin_max"]
         self.models_ = d["models"]
-        self.trend_ = SizeTrend.from_json(d["size_trend"])
         self.backtest_ = d.get("backtest")
         return self

@@ -104,3 +104,23 @@ def load_model_table(specs: list[tuple[str | Path, float | None]]) -> pl.DataFra
         part = part.select("fact_id", *COUNT_COLUMNS, "acc")
         parts.append(part.with_columns(pl.lit(model).alias("model"), pl.lit(size).alias("model_size")))
     return pl.concat(parts, how="vertical_relaxed")
+
+
+# the SMI repository's model families (merge_outputs/<model>.json.gz), each on one corpus's counts:
+# Pythia and GPT-Neo/J on the Pile, BLOOM on ROOTS
+FAMILIES: dict[str, list[str]] = {
+    "pythia": [f"pythia-{s}" for s in ("14m", "31m", "70m", "160m", "410m", "1.4b", "2.8b", "6.9b", "12b")],
+    "gpt-neo": ["gpt-neo-125m", "gpt-neo-1.3B", "gpt-neo-2.7B", "gpt-j-6b"],
+    "bloom": [f"bloom-{s}" for s in ("560m", "1b1", "1b7", "3b", "7b1")],
+}
+
+
+def load_families(
+    merge_outputs: str | Path, families: dict[str, list[str]] | None = None
+) -> dict[str, dict[str, pl.DataFrame]]:
+    """{family: {model: fitting table}} from a merge_outputs folder (sizes read from the names)."""
+    folder = Path(merge_outputs)
+    out = {}
+    for family, models in (FAMILIES if families is None else families).items():
+        out[family] = {m: load_model_table([(folder / f"{m}.json.gz", None)]) for m in models}
+    return out

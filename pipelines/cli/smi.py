@@ -16,7 +16,9 @@ import click
 
 from assay.corpora.facts import read_fact_counts
 from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
-from assay.predictors.smi_cross import DAMPING, TREND_SIZES
+from assay.predictors.smi_cross import DEFAULT_RULES, RULES, TREND_SIZES, rule_label
+
+_DEFAULTS = "; ".join(f"{w}: {rule_label(r)}" for w, r in DEFAULT_RULES.items())
 
 
 def _size(text: str) -> float:
@@ -96,14 +98,28 @@ def _load_fit(fit: str, root):
     show_default=True,
     help="bins: the paper's fit over bin means; facts: bins weighted by their facts.",
 )
-@click.option("--damping", default=DAMPING, show_default=True, help="Share of the ln N trend past the fit.")
+@click.option(
+    "--rule",
+    type=click.Choice(RULES),
+    default=None,
+    help="How the line continues past the fitted sizes: trend (damped ln N trend), pool (one line "
+    "over all fitted models' facts), shrink (pooled + weight·(trend − pooled)), power (each "
+    f"coefficient c + b·N^-alpha). Default: chosen leaving one family out ({_DEFAULTS}).",
+)
+@click.option(
+    "--damping", type=float, default=None, help="trend/shrink: share of the ln N trend past the fit."
+)
 @click.option("--trend-sizes", default=TREND_SIZES, show_default=True, help="Sizes whose trend is used.")
+@click.option("--shrink-weight", type=float, default=None, help="shrink: weight of the trend, 0–1 (0.5).")
+@click.option("--alpha", type=float, default=None, help="power: size exponent (0: c + b·ln N; default 0).")
 @click.option("--no-backtest", is_flag=True, help="Skip the backtest (faster; no interval for the mean).")
-def fit_smi(root, models, out, register, weighting, damping, trend_sizes, no_backtest) -> None:
+def fit_smi(
+    root, models, out, register, weighting, rule, damping, trend_sizes, shrink_weight, alpha, no_backtest
+) -> None:
     """Fit the SMI predictor on per-fact counts and observed accuracy of one or more models.
 
     Prints, per model, R², slope, intercept, MSE and upper bound of CO-OCCUR, MI and SMI as the
-    paper defines them, then the backtest, and writes the fit as JSON.
+    paper defines them, then the cross-size rule and the backtest, and writes the fit as JSON.
     """
     from assay.predictors.smi import SMIPredictor
     from assay.predictors.smi_data import load_model_table
@@ -115,11 +131,23 @@ def fit_smi(root, models, out, register, weighting, damping, trend_sizes, no_bac
             raise click.UsageError(f"--model {path}: no such file")
     try:
         table = load_model_table(specs)
-        predictor = SMIPredictor(weighting=weighting, damping=damping, trend_sizes=trend_sizes)
+        predictor = SMIPredictor(
+            weighting=weighting,
+            rule=rule,
+            damping=damping,
+            trend_sizes=trend_sizes,
+            weight=shrink_weight,
+            alpha=alpha,
+        )
         predictor.fit(table, backtest=not no_backtest)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     print_paper_table(predictor)
+    sizes = [m["model_size"] for m in predictor.models_]
+    click.echo(
+        f"cross-size rule: {predictor.trend_.describe()} past the fitted sizes "
+        f"{min(sizes):.3g}–{max(sizes):.3g} (interpolated in ln N between them)"
+    )
     click.echo(describe_backtest(predictor.backtest_))
     save_fit(predictor.to_json(), targets)
 
@@ -201,7 +229,8 @@ def forecast_cbqa(root, facts, where, mixture, model_size, fit, fmt) -> None:
     )
     models = predictor.models_
     click.echo(
-        f"predictor: SMI ({predictor.weighting} weighting), {fit_path}, fitted on "
+        f"predictor: SMI ({predictor.weighting} weighting, cross-size rule "
+        f"{predictor.trend_.describe()}), {fit_path}, fitted on "
         f"{', '.join(m['model'] for m in models)}; at this size acc = {coef['slope']:.3f}·SMI "
         f"{coef['intercept']:+.3f}, upper bound {coef['slope'] + coef['intercept']:.3f}"
     )

@@ -23,8 +23,20 @@ from assay.predictors.smi import (
     mutual_information,
     paper_fit,
 )
-from assay.predictors.smi_cross import SizeTrend, bin_errors
-from assay.predictors.smi_data import load_model_table, parse_model_size
+from assay.predictors.smi_cross import (
+    CANDIDATES,
+    DEFAULT_RULES,
+    PooledLine,
+    SizeTrend,
+    bin_errors,
+    candidate_scores,
+    choose_rule,
+    cross_size_errors,
+    forecast_errors,
+    leave_one_family_out,
+    rule_label,
+)
+from assay.predictors.smi_data import load_families, load_model_table, parse_model_size
 
 PYTHIA = [
     "pythia-14m",
@@ -205,6 +217,65 @@ def test_backtests_on_noise_free_data_are_exact():
         p.backtest(table, hold_out="tokens")
 
 
+def test_pooled_line_is_the_line_over_all_models_facts():
+    table = family([1e8, 4e8, 1.6e9], lambda n: 0.2 + 0.03 * math.log(n / 1e8), lambda n: -0.01)
+    for weighting in ("bins", "facts"):
+        p = SMIPredictor(weighting=weighting, rule="pool").fit(table, backtest=False)
+        xs, ys = [], []
+        for (_,), part in table.group_by("model"):
+            mi = mutual_information(part)
+            xs.append(p._smi(mi[mi > 0], 1e10))
+            ys.append(part["acc"].to_numpy()[mi > 0])
+        slope, intercept, *_ = bin_fit(np.concatenate(xs), np.concatenate(ys), weighting)
+        c = p.coefficients(1e10)
+        assert (c["slope"], c["intercept"]) == pytest.approx((slope, intercept), abs=1e-12)
+        assert c["acc_unseen"] == pytest.approx(0.02)
+        # at and between fitted sizes every rule keeps the models' own lines
+        assert p.coefficients(4e8)["slope"] == pytest.approx(0.2 + 0.03 * math.log(4), abs=1e-9)
+    pooled = PooledLine.from_json(json.loads(json.dumps(p.trend_.pooled.to_json())))
+    assert pooled(1e10) == pytest.approx(p.trend_.pooled(1e10))
+
+
+def test_rules_past_the_fitted_sizes():
+    def slope_at(n):
+        return 0.6 - 0.4 * (n / 1e9) ** -0.25  # saturating in N
+
+    table = family([1e8, 4e8, 1.6e9], slope_at, lambda n: 0.01 + 0.002 * math.log(n / 1e8))
+    base = SMIPredictor().fit(table, backtest=False)
+    assert (base.rule, base.damping) == ("trend", 0.5)
+    pool, trend = base.with_rule("pool").coefficients(2e10), base.coefficients(2e10)
+    shrink = base.with_rule("shrink", weight=0.25).coefficients(2e10)
+    for k in ("slope", "intercept"):
+        assert shrink[k] == pytest.approx(pool[k] + 0.25 * (trend[k] - pool[k]), abs=1e-12)
+    # power recovers a curve of its own form exactly; ln N (alpha 0) is exact for the intercept
+    power = base.with_rule("power", alpha=0.25).coefficients(2e10)
+    assert power["slope"] == pytest.approx(slope_at(2e10), abs=1e-9)
+    loglin = base.with_rule("power", alpha=0).coefficients(2e10)
+    assert loglin["intercept"] == pytest.approx(0.01 + 0.002 * math.log(200), abs=1e-9)
+    assert loglin["slope"] > power["slope"]  # a ln N line overshoots a saturating curve
+    assert base.with_rule("power", alpha=0.25).coefficients(4e8)["slope"] == pytest.approx(slope_at(4e8))
+    with pytest.raises(ValueError, match="rule must be one of"):
+        SMIPredictor(rule="median")
+    with pytest.raises(ValueError, match="shrink weight"):
+        SMIPredictor(rule="shrink", weight=1.5)
+
+
+def test_defaults_follow_the_weighting_and_version_1_fits_still_load():
+    assert rule_label(SMIPredictor()._params()) == rule_label(DEFAULT_RULES["bins"]) == "trend d=0.5"
+    assert rule_label(SMIPredictor(weighting="facts")._params()) == "trend d=1"
+    assert SMIPredictor(weighting="facts", damping=0.3).damping == 0.3
+    table = family([1e8, 1e9], lambda n: 0.4 + 0.01 * math.log(n), lambda n: 0.01)
+    p = SMIPredictor(rule="trend", damping=0.5).fit(table, backtest=False)
+    d = json.loads(json.dumps(p.to_json()))
+    old = d | {"version": "1", "size_trend": d["size_trend"]["trend"]}
+    old["params"] = {k: v for k, v in d["params"].items() if k not in ("rule", "weight", "alpha")}
+    old["models"] = [{k: v for k, v in m.items() if k != "bins"} for m in d["models"]]
+    q = SMIPredictor.from_json(old)
+    assert q.rule == "trend" and q.coefficients(1e11) == p.coefficients(1e11)
+    with pytest.raises(ValueError, match="per-bin sums"):
+        q.with_rule("pool")
+
+
 # ---- predicting new counts ---------------------------------------------------------------------
 def test_predict_from_counts_uses_fact_counts_names_and_the_stored_scale():
     table = with_line(synthetic_counts(), 1e9, 0.6, 0.04).with_columns(pl.lit("m").alias("model"))
@@ -239,7 +310,7 @@ def test_json_round_trip_predicts_the_same():
     p = SMIPredictor(weighting="facts").fit(table)
     d = json.loads(json.dumps(p.to_json()))
     assert {"kind", "version", "params", "fitted_on", "backtest"} <= set(d)
-    assert d["kind"] == "smi" and d["version"] == "1" and d["backtest"]["hold_out"] == "size"
+    assert d["kind"] == "smi" and d["version"] == "2" and d["backtest"]["hold_out"] == "size"
     q = SMIPredictor.from_json(d)
     counts = synthetic_counts(n=300, seed=5)
     assert q.predict(counts, 3e9).equals(p.predict(counts, 3e9))
@@ -293,6 +364,20 @@ def test_cli_fit_and_predict(tmp_path):
     )
     assert res.exit_code != 0 and "no such file" in res.output
 
+    res = runner.invoke(
+        main, [*args, "--out", str(tmp_path / "pool.json"), "--rule", "pool", "--no-backtest"]
+    )
+    assert res.exit_code == 0 and "cross-size rule: pool" in res.output, res.output
+    pool = SMIPredictor.from_json(json.loads((tmp_path / "pool.json").read_text()))
+    assert pool.rule == "pool" and pool.coefficients(3.2e9) != SMIPredictor.from_json(saved).coefficients(
+        3.2e9
+    )
+    res = runner.invoke(
+        main, [*args, "--out", str(tmp_path / "x.json"), "--rule", "shrink", "--shrink-weight", "2"]
+    )
+    assert res.exit_code == 2 and "shrink weight must lie in [0, 1]" in res.output
+    assert "Traceback" not in res.output
+
 
 # ---- the SMI paper's own data ------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["pythia-14m", "pythia-12b", "bloom-560m", "gpt-j-6b"])
@@ -345,3 +430,74 @@ def test_cli_fit_prints_the_paper_numbers(shared_data, tmp_path):
     assert res.exit_code == 0, res.output
     smi_row = next(line for line in res.output.splitlines() if line.strip().startswith("SMI"))
     assert smi_row.split()[1:] == ["0.8562", "0.6427", "-0.0545", "0.0750", "0.5882"]
+
+
+# ---- choosing the cross-size rule, leave one family out (the SMI families) ------------------------
+@pytest.fixture(scope="module")
+def smi_families(shared_data) -> dict:
+    return load_families(shared_data / "eval_results" / "smi" / "merge_outputs")
+
+
+@pytest.fixture(scope="module")
+def lofo_errors(smi_families) -> pl.DataFrame:
+    return cross_size_errors(smi_families, weighting="bins")
+
+
+def test_cross_size_errors_are_the_predictors_own_errors(smi_families, lofo_errors):
+    pythia = smi_families["pythia"]
+    train = [m for m in pythia if parse_model_size(m) <= 2.8e9]
+    fitted = SMIPredictor().fit(pl.concat([pythia[m] for m in train]), backtest=False)
+    for c in (CANDIDATES[0], {"rule": "pool"}):
+        row = lofo_errors.filter(
+            (pl.col("fit_upto") == "pythia-2.8b")
+            & (pl.col("target") == "pythia-12b")
+            & (pl.col("candidate") == rule_label(c))
+        ).row(0, named=True)
+        want = forecast_errors(fitted.with_rule(**c), pythia["pythia-12b"], 12e9)
+        assert row["bin_mae"] == pytest.approx(want["bin_mae"], rel=1e-12)
+        assert row["mean_error"] == pytest.approx(want["mean_error"], rel=1e-12)
+
+
+def test_held_out_family_plays_no_part_in_its_rule(lofo_errors):
+    e = lofo_errors
+    assert e.height == 19 * len(CANDIDATES) and e["family"].unique().len() == 3
+    chosen = {f: choose_rule(e, exclude=f) for f in ("pythia", "gpt-neo", "bloom")}
+    assert chosen == {"pythia": "trend d=0.5", "gpt-neo": "trend d=0.5", "bloom": "shrink w=0.75 d=1"}
+    assert choose_rule(e) == rule_label(DEFAULT_RULES["bins"])  # the default: chosen on all three
+    for family in chosen:
+        # make naive pooling perfect on this family only: its own choice must not move
+        mine = (pl.col("family") == family) & (pl.col("candidate") == "pool")
+        rigged = e.with_columns(
+            pl.when(mine).then(0.0).otherwise(pl.col(c)).alias(c) for c in ("ratio", "bin_mae")
+        )
+        assert choose_rule(rigged, exclude=family) == chosen[family]
+        assert (
+            leave_one_family_out(rigged).filter(pl.col("family") == family)["chosen_on_others"][0]
+            == chosen[family]
+        )
+        assert candidate_scores(rigged, exclude=family).equals(candidate_scores(e, exclude=family))
+    # the same rigging with every family's data in the choice does change it
+    rigged = e.with_columns(
+        pl.when(pl.col("candidate") == "pool").then(0.0).otherwise(pl.col("ratio")).alias("ratio")
+    )
+    assert choose_rule(rigged) == "pool"
+
+
+def test_held_out_error_of_the_chosen_rules_against_pooling_and_the_floor(lofo_errors):
+    lofo = {r["family"]: r for r in leave_one_family_out(lofo_errors).iter_rows(named=True)}
+    # measured: pythia 0.0515 vs pooling 0.1152, gpt-neo 0.0526 vs 0.0829, bloom 0.0606 vs 0.0794
+    for family, (mae, pool) in {
+        "pythia": (0.0515, 0.1152),
+        "gpt-neo": (0.0526, 0.0829),
+        "bloom": (0.0606, 0.0794),
+    }.items():
+        assert lofo[family]["bin_mae"] == pytest.approx(mae, abs=2e-4)
+        assert lofo[family]["pool_bin_mae"] == pytest.approx(pool, abs=2e-4)
+        assert lofo[family]["bin_mae"] <= 0.8 * lofo[family]["pool_bin_mae"]  # worst: bloom, 0.76
+        assert lofo[family]["ratio"] <= 1.03  # within 3 % of the target's own line (bloom: 1.025)
+    # the default rule itself, per family, beats pooling by at least 25 % (bloom: 0.0585 vs 0.0794)
+    default = lofo_errors.filter(pl.col("candidate") == rule_label(DEFAULT_RULES["bins"]))
+    pool = lofo_errors.filter(pl.col("candidate") == "pool")
+    for family in lofo:
+        d = default.filter(pl.col("family") == family)["bin_mae"].mean()
+        assert d <= 0.75 * pool.filter(pl.col("family") == family)["bin_mae"].mean()
