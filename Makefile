@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pins the CPU build from PyTorch's index before anything else can pull the CUDA one.
 TORCH_INDEX ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-integration lint bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,16 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -P -m pytest -q
+
+# Ray, Slurm and S3 run for real on loopback (tests/integration); Slurm comes from Debian packages.
+INTEGRATION_STAMP := $(VENV)/.integration
+$(INTEGRATION_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,ray,s3]'
+	$(PY) -m pip install -q --no-deps --force-reinstall fasttext-community==0.11.9
+	touch $(INTEGRATION_STAMP)
+
+test-integration: $(INTEGRATION_STAMP)
+	$(VENV)/bin/python -P -m pytest -q -m integration tests/integration
 
 lint: setup
 	$(VENV)/bin/ruff check --fix .
