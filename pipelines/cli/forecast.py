@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 
 import click
 
-from assay.pipelines.cli.common import fit_targets, root_option, save_fit
+from assay.pipelines.cli.common import expand_paths, fit_targets, root_option, save_fit
 
 
 @click.command()
@@ -143,9 +142,7 @@ def fit_transfer(root, runs, out, register):
     from assay.predictors.transfer import LossTransfer, read_reference_loss
 
     targets = fit_targets(out, register, root)
-    paths = sorted(glob.glob(runs))
-    if not paths:
-        raise click.ClickException(f"--runs {runs!r} matched no files")
+    paths = expand_paths(runs)
     table, ref = read_olmo_ladder(paths), read_reference_loss(paths)
     link = LossTransfer().fit(table, ref)
     saved = link.to_json()

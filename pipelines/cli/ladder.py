@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-from pathlib import Path
 
 import click
 
-from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
+from assay.pipelines.cli.common import expand_paths, fit_targets, load_fit, root_option, save_fit
 
 
 def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
@@ -20,19 +17,13 @@ def _read_runs(patterns: tuple[str, ...], lm_eval: tuple[str, ...]):
     from assay.predictors.lm_eval import read_lm_eval_runs
 
     olmo, frames = [], []
-    for pattern in patterns:
-        paths = sorted(glob.glob(os.path.expanduser(pattern))) or (
-            [pattern] if Path(pattern).exists() else []
-        )
-        if not paths:
-            raise click.BadParameter(f"{pattern}: no file matches", param_hint="--runs")
-        for p in paths:
-            if p.endswith(".parquet"):
-                frames.append(check_long_table(pl.read_parquet(p), p))
-            elif set(LONG_SCHEMA) <= set(pl.read_csv(p, n_rows=0).columns):
-                frames.append(check_long_table(pl.read_csv(p), p))
-            else:
-                olmo.append(p)
+    for p in expand_paths(patterns):
+        if p.endswith(".parquet"):
+            frames.append(check_long_table(pl.read_parquet(p), p))
+        elif set(LONG_SCHEMA) <= set(pl.read_csv(p, n_rows=0).columns):
+            frames.append(check_long_table(pl.read_csv(p), p))
+        else:
+            olmo.append(p)
     if olmo:
         frames.append(read_olmo_ladder(olmo))
     frames += [read_lm_eval_runs(m) for m in lm_eval]

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 from pathlib import Path
 
 import click
 
-from assay.pipelines.cli.common import fit_targets, load_fit, root_option, save_fit
+from assay.pipelines.cli.common import expand_paths, fit_targets, load_fit, root_option, save_fit
 
 
 def _read_runs(patterns: tuple[str, ...]):
     from assay.predictors.recipes_data import read_long
 
-    paths = []
-    for pattern in patterns:
-        found = sorted(glob.glob(os.path.expanduser(pattern))) or (
-            [pattern] if Path(pattern).exists() else []
-        )
-        if not found:
-            raise click.BadParameter(f"{pattern}: no file matches", param_hint="--runs")
-        paths += found
     try:
-        return read_long(paths)
+        return read_long(expand_paths(patterns))
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
 
