@@ -1,6 +1,7 @@
-"""Every predictor backtest in one run: task ladder, capability boundary, mixture regression, SMI.
+"""Every predictor backtest in one run: task ladder, capability boundary, mixture regression, the
+composed forecast end to end, SMI, recipes.
 
-    python bench/predictors.py [--only ladder,boundary,mixture,smi,recipes]
+    python bench/predictors.py [--only ladder,boundary,mixture,forecast,smi,recipes]
 
 Needs ../shared/data (the published results the predictors are validated on).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-PARTS = ["ladder", "boundary", "mixture", "smi", "recipes"]
+PARTS = ["ladder", "boundary", "mixture", "forecast", "smi", "recipes"]
 
 
 def main() -> None:

@@ -1,17 +1,22 @@
 """catalog.duckdb: SQL views over the Parquet files of a corpus root.
 
 Views use absolute paths, so the file opens from any working directory in the stock `duckdb`
-CLI. A root that was moved (or gained files) is noticed by `open_catalog`, which rebuilds the
-views before opening: every Assay command sees a current catalog.
+CLI. The views list the files the manifest names (the root's truth: no directory listing per
+open, a half-published file is never read). A root that was moved, or whose manifest changed,
+is noticed by `open_catalog`, which rebuilds the views before opening: every Assay command sees
+a current catalog. A rebuild is written under a temporary name and renamed into place, so
+readers that have the catalog open are never disturbed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +24,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 CATALOG_NAME = "catalog.duckdb"
+# Bumped when the views a given manifest yields change, so every catalog is rebuilt once.
+CATALOG_LAYOUT = "assay-catalog/2"
 # Modules that add views or macros of their own: "module:function(root) -> list[str] of SQL".
 CATALOG_EXTENSIONS: list[str] = [
     "assay.corpora.facts:catalog_statements",
@@ -58,8 +65,156 @@ def parquet_glob(folder: Path) -> str | None:
     return f"read_parquet({sql_literal(str(folder.resolve() / 'part-*.parquet'))})"
 
 
-def fingerprint(root: Path) -> str:
-    """Changes when the root moves or its set of published files changes."""
+_LIST_LITERAL_MAX = 64  # up to this many files a view lists them as a readable SQL list
+
+
+def parquet_list(files: list[str]) -> str | None:
+    """read_parquet([...]) over exactly these files (None for none): the manifest's files, so a
+    file on disk that the manifest does not name (half published, or stray) is never read."""
+    if not files:
+        return None
+    if len(files) == 1:
+        return f"read_parquet({sql_literal(files[0])})"
+    if len(files) <= _LIST_LITERAL_MAX or any("\n" in f for f in files):
+        return f"read_parquet([{', '.join(sql_literal(f) for f in files)}])"
+    # DuckDB parses a list literal element by element: 100k paths take seconds on every bind of
+    # the view. One string split at bind time is 10x faster (bench/planning.py).
+    return f"read_parquet(string_split({sql_literal(chr(10).join(files))}, chr(10)))"
+
+
+@dataclass
+class Sources:
+    """What the catalog's views read: file lists (or globs) per view, annotation sets with their
+    columns. Built from the manifest (`manifest_sources`) or, the old way, from a directory
+    listing (`listing_sources`: kept for drift checks and the planning bench)."""
+
+    docs: str | None = None
+    quarantine: str | None = None
+    # annotation set -> (read_parquet source, columns other than id)
+    annotations: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    triples: dict[str, str] = field(default_factory=dict)
+
+
+def _parts(entry: dict, table: str, name: str) -> list[str]:
+    """The shard files of one table of an annotation set, from its manifest keys (an extractor's
+    tables other than its own name are keyed `table/part`)."""
+    keys = entry.get("shards") or {}
+    if table == name:
+        return sorted(k for k in keys if "/" not in k)
+    prefix = table + "/"
+    return sorted(k[len(prefix) :] for k in keys if k.startswith(prefix))
+
+
+def manifest_sources(root: str | Path, manifest: dict, verify: bool = False) -> Sources:
+    """The views' inputs from the manifest alone: no listing of the shard folders, one stat per
+    annotation table (a table a command removed, e.g. a replaced fact set's mentions, is left out).
+
+    With `verify`, files the manifest names but the disk lacks are left out too (one stat per
+    file: the fallback when a view over the manifest's files cannot be created)."""
+    from assay.corpora.manifest import is_url, join
+
+    remote = is_url(root)
+
+    def present(files: list[str]) -> list[str]:
+        return [f for f in files if os.path.exists(f)] if verify and not remote else files
+
+    base = join(root)  # resolved once: 100k shards mean 100k paths
+    src = Sources()
+    src.docs = parquet_list(present([f"{base}/{s['name']}" for s in manifest.get("shards", [])]))
+    src.quarantine = parquet_list(present([f"{base}/{q['name']}" for q in manifest.get("quarantine", [])]))
+    for name, entry in sorted(manifest.get("annotations", {}).items()):
+        extractor = entry.get("kind") == "extractor"
+        tables = entry.get("columns") or {name: None}
+        for table, columns in tables.items():
+            folder = f"{base}/{'triples' if extractor else 'annotations'}/{table}"
+            parts = _parts(entry, table, name)
+            if not parts or (not remote and not os.path.isdir(folder)):
+                continue
+            files = present([f"{folder}/{p}" for p in parts])
+            if not files:
+                continue
+            if extractor:
+                src.triples[table] = parquet_list(files)
+            else:  # each annotations/<table>/ folder is a set of its own, as listed before
+                if columns is None:
+                    import pyarrow.parquet as pq
+
+                    columns = pq.read_schema(files[0]).names
+                src.annotations[table] = (parquet_list(files), [c for c in columns if c != "id"])
+    src.annotations = dict(sorted(src.annotations.items()))
+    src.triples = dict(sorted(src.triples.items()))
+    return src
+
+
+def listing_sources(root: Path) -> Sources:
+    """The views' inputs from a directory listing (the catalog before the manifest was its truth)."""
+    import pyarrow.parquet as pq
+
+    root = root.resolve()
+    src = Sources(docs=parquet_glob(root / "docs"), quarantine=parquet_glob(root / "quarantine"))
+    for name, folder in annotation_sets(root).items():
+        first = next(folder.glob("part-*.parquet"))
+        cols = [c for c in pq.read_schema(first).names if c != "id"]
+        src.annotations[name] = (parquet_glob(folder), cols)
+    triples = root / "triples"
+    if triples.is_dir():
+        for folder in sorted(p for p in triples.iterdir() if p.is_dir()):
+            glob = parquet_glob(folder)
+            if glob:
+                src.triples[folder.name] = glob
+    return src
+
+
+def _small_listing(root: str | Path) -> list[str]:
+    """A few stats, not one per shard: the shard folders themselves and each annotation table's
+    folder (a folder's mtime changes when a file is added to it or removed, so a file deleted
+    behind the manifest's back still triggers a rebuild), and the entries of mixtures/, facts/
+    and targets/ (a handful of files each)."""
+    from assay.corpora.manifest import is_url
+
+    out: list[str] = []
+    if is_url(root):  # object stores have no folder mtimes: the manifest alone
+        return out
+    for sub in ("docs", "quarantine"):
+        try:
+            out.append(f"{sub}:{(root / sub).stat().st_mtime_ns}")
+        except FileNotFoundError:
+            pass
+    for sub in ("annotations", "triples", "mixtures", "facts", "targets"):
+        base = root / sub
+        if not base.is_dir():
+            continue
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            out.append(f"{sub}/{entry.name}:{st.st_size}:{st.st_mtime_ns}")
+    return out
+
+
+def fingerprint(root: str | Path, manifest_bytes: bytes | None = None) -> str:
+    """Changes when the root moves, its manifest changes (shards or annotation sets published),
+    or a mixture, fact set or targets set is added or replaced. Reads the manifest and lists
+    only the small folders: cheap at 100k shards."""
+    from assay.corpora.manifest import join, read_manifest_bytes
+
+    if manifest_bytes is None:
+        manifest_bytes = read_manifest_bytes(root) or b""
+    h = hashlib.sha256(f"{CATALOG_LAYOUT}\n{join(root)}\n".encode())
+    h.update(hashlib.sha256(manifest_bytes).digest())
+    for line in _small_listing(root):
+        h.update(line.encode() + b"\n")
+    for ext in CATALOG_EXTENSIONS:
+        h.update(ext.encode())
+    return h.hexdigest()
+
+
+def listing_fingerprint(root: Path) -> str:
+    """The old fingerprint: every published Parquet file of the root, found by listing (slow at
+    100k shards; kept for the planning bench)."""
     h = hashlib.sha256(str(root.resolve()).encode())
     for sub in ("docs", "annotations", "triples", "quarantine", "mixtures", "facts", "targets"):
         base = root / sub
@@ -73,21 +228,24 @@ def fingerprint(root: Path) -> str:
 
 
 def annotation_sets(root: Path) -> dict[str, Path]:
+    """Annotation folders holding shards, by listing (see `manifest_sources` for the truth)."""
     base = root / "annotations"
     if not base.is_dir():
         return {}
     return {p.name: p for p in sorted(base.iterdir()) if p.is_dir() and any(p.glob("part-*.parquet"))}
 
 
-def view_statements(root: Path) -> list[str]:
-    """The SQL that (re)creates every view of the catalog."""
-    import pyarrow.parquet as pq
+def view_statements(root: str | Path, sources: Sources | None = None) -> list[str]:
+    """The SQL that (re)creates every view of the catalog (from the manifest unless given)."""
+    from assay.corpora.manifest import is_url, load_manifest
 
-    root = root.resolve()
+    remote = is_url(root)
+    root = Path(root).resolve() if not remote else root
+    if sources is None:
+        sources = manifest_sources(root, load_manifest(root))
     stmts = []
-    docs = parquet_glob(root / "docs")
+    docs, quarantine = sources.docs, sources.quarantine
     stmts.append(f"CREATE OR REPLACE VIEW docs AS {('SELECT * FROM ' + docs) if docs else _EMPTY_DOCS}")
-    quarantine = parquet_glob(root / "quarantine")
     stmts.append(
         f"CREATE OR REPLACE VIEW quarantine AS {('SELECT * FROM ' + quarantine) if quarantine else _EMPTY_QUARANTINE}"
     )
@@ -95,30 +253,23 @@ def view_statements(root: Path) -> list[str]:
     select = ["d.id", "d.source", "d.url"]
     joins = []
     taken = {"id", "source", "url"}
-    for i, (name, folder) in enumerate(annotation_sets(root).items()):
+    for i, (name, (src, columns)) in enumerate(sources.annotations.items()):
         alias = f"a{i}"
-        first = next(folder.glob("part-*.parquet"))
-        for col in pq.read_schema(first).names:
-            if col == "id":
-                continue
+        for col in columns:
             out = col if col not in taken else f"{view_name(name)}_{col}"
             taken.add(out)
             select.append(f"{alias}.{ident(col)} AS {ident(out)}")
-        joins.append(f"LEFT JOIN {parquet_glob(folder)} {alias} USING (id)")
+        joins.append(f"LEFT JOIN {src} {alias} USING (id)")
         stmts.append(
-            f"CREATE OR REPLACE VIEW {ident('annotations_' + view_name(name))} AS SELECT * FROM {parquet_glob(folder)}"
+            f"CREATE OR REPLACE VIEW {ident('annotations_' + view_name(name))} AS SELECT * FROM {src}"
         )
     stmts.append(
         f"CREATE OR REPLACE VIEW annotations AS SELECT {', '.join(select)} FROM docs d {' '.join(joins)}"
     )
-    triples = root / "triples"
-    if triples.is_dir():
-        for folder in sorted(p for p in triples.iterdir() if p.is_dir()):
-            src = parquet_glob(folder)
-            if src:
-                stmts.append(f"CREATE OR REPLACE VIEW {ident(view_name(folder.name))} AS SELECT * FROM {src}")
-    mixtures = root / "mixtures"
-    if mixtures.is_dir():
+    for table, src in sources.triples.items():
+        stmts.append(f"CREATE OR REPLACE VIEW {ident(view_name(table))} AS SELECT * FROM {src}")
+    mixtures = None if remote else root / "mixtures"  # mixtures, facts, targets: local roots only
+    if mixtures is not None and mixtures.is_dir():
         for folder in sorted(p for p in mixtures.iterdir() if p.is_dir()):
             src = parquet_glob(folder)
             if src:
@@ -126,45 +277,105 @@ def view_statements(root: Path) -> list[str]:
                     f"CREATE OR REPLACE VIEW {ident('mixture_' + view_name(folder.name))} AS SELECT * FROM {src}"
                 )
     for ext in CATALOG_EXTENSIONS:
+        if remote:
+            break
         module, func = ext.split(":")
         stmts.extend(getattr(importlib.import_module(module), func)(root))
     return stmts
 
 
-def refresh_catalog(root: str | Path) -> Path:
-    """Rebuild every view (cheap: views only, no data is copied)."""
+def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
+    """Rebuild every view (cheap: views only, no data is copied).
+
+    The new catalog is built under a temporary name and renamed onto catalog.duckdb, so a reader
+    that has the old one open (`assay sql`, `duckdb -readonly catalog.duckdb`) keeps reading it
+    undisturbed and the next open sees the new one; refreshes take a lock, so the last rename is
+    always the newest manifest's catalog."""
     import duckdb
 
-    root = Path(root)
-    path = root / CATALOG_NAME
-    con = duckdb.connect(str(path))
-    try:
-        existing = [
-            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
-        ]
-        con.execute("BEGIN")
-        for name in existing:
-            con.execute(f"DROP VIEW IF EXISTS {ident(name)}")
-        for macro in con.execute(
-            "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_type = 'table_macro' AND NOT internal"
-        ).fetchall():
-            con.execute(f"DROP MACRO TABLE IF EXISTS {ident(macro[0])}")
-        for stmt in view_statements(root):
-            con.execute(stmt)
-        con.execute(
-            "CREATE OR REPLACE TABLE assay_catalog AS SELECT ? AS root, ? AS fingerprint, now() AS built_at",
-            [str(root.resolve()), fingerprint(root)],
-        )
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    from assay.corpora.atomic import temp_path_for
+    from assay.corpora.manifest import (
+        _parse,
+        empty_manifest,
+        file_lock,
+        is_url,
+        join,
+        local_state_dir,
+        read_manifest_bytes,
+    )
+
+    root = root if is_url(root) else Path(root)
+    path = catalog_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(local_state_dir(root) / "catalog.lock"):
+        raw = read_manifest_bytes(root) or b""
+        manifest = None
+        if sources is None:
+            manifest = _parse(raw.decode(), join(root, "manifest.json")) if raw else empty_manifest()
+            sources = manifest_sources(root, manifest)
+        tmp = temp_path_for(path)
+        wal = Path(str(tmp) + ".wal")
+        try:
+            con = _connect(root, tmp, read_only=False)
+            try:
+                try:
+                    _create_views(con, view_statements(root, sources))
+                except duckdb.IOException:
+                    if manifest is None:
+                        raise
+                    # a file the manifest names is gone (deleted by hand): views over what is left
+                    con.execute("ROLLBACK")
+                    _create_views(con, view_statements(root, manifest_sources(root, manifest, verify=True)))
+                con.execute(
+                    "CREATE TABLE assay_catalog AS SELECT ? AS root, ? AS fingerprint, now() AS built_at",
+                    [join(root), fingerprint(root, raw)],
+                )
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            # a write-ahead log left by a writer killed on the old file must not replay onto the new one
+            Path(str(path) + ".wal").unlink(missing_ok=True)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+            wal.unlink(missing_ok=True)
     return path
 
 
-def catalog_is_current(root: Path) -> bool:
+def _create_views(con, stmts: list[str]) -> None:
+    con.execute("BEGIN")
+    for stmt in stmts:
+        con.execute(stmt)
+    con.execute("COMMIT")
+
+
+def catalog_path(root: str | Path) -> Path:
+    """ROOT/catalog.duckdb; a URL root's catalog is a local file (DuckDB writes only local files)
+    under the root's local state folder (see `assay.corpora.manifest.local_state_dir`)."""
+    from assay.corpora.manifest import is_url, local_state_dir
+
+    return local_state_dir(root) / CATALOG_NAME if is_url(root) else Path(root) / CATALOG_NAME
+
+
+def _connect(root: str | Path, path: Path, read_only: bool):
+    """A DuckDB connection; for a URL root with the root's fsspec filesystem registered, so views
+    read remote Parquet through fsspec (DuckDB's httpfs extension cannot be fetched offline)."""
     import duckdb
 
-    path = root / CATALOG_NAME
+    from assay.corpora.manifest import is_url, url_fs
+
+    con = duckdb.connect(str(path), read_only=read_only)
+    if is_url(root):
+        fs, _ = url_fs(root)
+        if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
+            con.register_filesystem(fs)
+    return con
+
+
+def catalog_is_current(root: str | Path) -> bool:
+    import duckdb
+
+    path = catalog_path(root)
     if not path.exists():
         return False
     try:
@@ -178,16 +389,64 @@ def catalog_is_current(root: Path) -> bool:
     return row is not None and row[0] == fingerprint(root)
 
 
-def open_catalog(root: str | Path, read_only: bool = True):
-    """A DuckDB connection to the root's catalog, rebuilt first if the root changed."""
-    import duckdb
+def open_catalog(root: str | Path, read_only: bool = True, check: bool = False):
+    """A DuckDB connection to the root's catalog, rebuilt first if the manifest changed.
 
-    root = Path(root)
-    if not (root / "manifest.json").exists():
+    With `check`, the root is first listed and compared with its manifest: a file the manifest
+    names but the disk lacks is an error (see `drift`)."""
+
+    from assay.corpora.manifest import is_url, read_manifest_bytes
+
+    root = root if is_url(root) else Path(root)
+    if read_manifest_bytes(root) is None:
         raise FileNotFoundError(f"{root}: not a corpus root (no manifest.json); run `assay ingest` first")
+    if check:
+        found = drift(root)
+        if found["missing"]:
+            raise ValueError(
+                f"{root}: {len(found['missing'])} file(s) the manifest names are missing, "
+                f"e.g. {found['missing'][0]}"
+            )
     if not catalog_is_current(root):
         refresh_catalog(root)
-    return duckdb.connect(str(root / CATALOG_NAME), read_only=read_only)
+    return _connect(root, catalog_path(root), read_only)
+
+
+def manifest_files(root: str | Path, manifest: dict) -> set[str]:
+    """Every published Parquet file the manifest names, relative to the root."""
+    out = {s["name"] for s in manifest.get("shards", [])}
+    out |= {q["name"] for q in manifest.get("quarantine", [])}
+    for name, entry in manifest.get("annotations", {}).items():
+        base = "triples" if entry.get("kind") == "extractor" else "annotations"
+        for table in entry.get("columns") or {name: None}:
+            out |= {f"{base}/{table}/{p}" for p in _parts(entry, table, name)}
+    return out
+
+
+def drift(root: str | Path) -> dict[str, list[str]]:
+    """The root's shard folders listed and compared with the manifest (the one listing Assay
+    does, on request): `missing` files the manifest names that are not there, `unlisted`
+    Parquet files there that the manifest does not name (a killed run's output, a stray copy)."""
+    from assay.corpora.manifest import is_url, load_manifest, url_fs
+
+    named = manifest_files(root, load_manifest(root))
+    found = set()
+    if is_url(root):
+        fs, base = url_fs(root)
+        for sub in ("docs", "quarantine", "annotations", "triples"):
+            for f in fs.find(f"{base}/{sub}"):
+                name = f.rsplit("/", 1)[-1]
+                if name.startswith("part-") and name.endswith(".parquet"):
+                    found.add(f[len(base) + 1 :])
+        return {"missing": sorted(named - found), "unlisted": sorted(found - named)}
+    root = Path(root)
+    for sub in ("docs", "quarantine", "annotations", "triples"):
+        base = root / sub
+        if base.is_dir():
+            found |= {
+                str(p.relative_to(root)) for p in base.rglob("part-*.parquet") if not p.name.startswith(".")
+            }
+    return {"missing": sorted(named - found), "unlisted": sorted(found - named)}
 
 
 def unique_names(names: list[str]) -> list[str]:

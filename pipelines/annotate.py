@@ -35,6 +35,11 @@ def _scorer(spec: str, root: str, settings: dict):
     return _SCORER_CACHE[key]
 
 
+def is_corpus_level(scorer) -> bool:
+    """A scorer whose outputs need the whole corpus (dedup): planned by `assay.pipelines.dedup`."""
+    return bool(getattr(scorer, "corpus_level", False))
+
+
 def parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
@@ -117,6 +122,10 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
         outputs = output_paths(root_p, scorer, part)
         if all(p.exists() for p in outputs.values()):
             continue
+        if is_corpus_level(scorer):
+            raise ValueError(
+                f"{scorer.name} is corpus-level and its output for {shard} is missing; rerun annotate"
+            )
         started = time.time()
         errors_before = getattr(scorer, "errors", 0)
         pieces: dict[str, list[pa.Table]] = {k: [] for k in outputs}
@@ -183,20 +192,41 @@ def annotate(
                 "shards": {},
             }
     save_manifest(root, manifest)
-    sweep_temporaries(root / "annotations")
-    sweep_temporaries(root / "triples")
+    # only this run's sets: another `assay annotate` on the root may be writing its own temporaries
+    for folder in {p.parent for s in scorers for p in output_paths(root, s, "x").values()}:
+        sweep_temporaries(folder)
     units = [{"shard": s} for s in shards]
     blob = json.dumps([specs, [s.version for s in scorers], shards], sort_keys=True).encode()
     key = hashlib.sha256(blob).hexdigest()[:12]
     record_dir = root / ".assay" / "units" / f"annotate-{key}"
+    # units an interrupted earlier run finished: resumed, not counted again in this run's record
+    earlier = frozenset(p.name for p in record_dir.glob("u*.json")) if record_dir.exists() else frozenset()
 
     def count_done() -> int:
         return len(list(record_dir.glob("u*.json"))) if record_dir.exists() else 0
 
     started = time.time()
     label = "annotate " + ",".join(s.name for s in scorers)
+    corpus_runs: dict[str, dict] = {}
+    try:
+        # corpus-level scorers first, as their own stages: the per-shard units then find them done
+        for spec, scorer in zip(specs, scorers):
+            if is_corpus_level(scorer) and _docs_to_score(root, manifest, [scorer]):
+                from assay.pipelines.dedup import run_corpus_scorer
+
+                corpus_runs[scorer.name] = run_corpus_scorer(root, spec, scorer, config, batch_size, quiet)
+    except WorkUnitsFailed:
+        manifest = load_manifest(root)
+        manifest["runs"].append(
+            _run_record(
+                key, started, time.time() - started, config, scorers, record_dir, stale, corpus_runs, earlier
+            )
+            | {"status": "failed", "units_failed": None}
+        )
+        save_manifest(root, manifest)
+        raise
     to_score = _docs_to_score(root, manifest, scorers)
-    if to_score == 0 and not record_dir.exists():  # every set is complete: no executor to start
+    if to_score == 0 and not record_dir.exists() and not corpus_runs:  # complete: no executor to start
         return {
             "scorers": {
                 s.name: {"version": s.version, "docs": 0, "seconds": 0.0, "docs_per_s": None, "errors": 0}
@@ -208,22 +238,28 @@ def annotate(
             "seconds": 0.0,
         }
     try:
-        seconds = run_units(
-            "assay.pipelines.annotate:annotate_unit",
-            units,
-            {"root": str(root), "specs": specs, "settings": settings, "key": key},
-            root / ".assay" / "logs" / f"annotate-{key}",
-            config,
-            count_done,
-            label,
-            quiet=quiet,
-            totals={"docs": to_score},
+        seconds = (
+            0.0
+            if to_score == 0 and not record_dir.exists()
+            else run_units(
+                "assay.pipelines.annotate:annotate_unit",
+                units,
+                {"root": str(root), "specs": specs, "settings": settings, "key": key},
+                root / ".assay" / "logs" / f"annotate-{key}",
+                config,
+                count_done,
+                label,
+                quiet=quiet,
+                totals={"docs": to_score},
+            )
         )
     except WorkUnitsFailed:
         # the run is recorded as failed (units that did not finish are its errors); rerun resumes
         manifest = load_manifest(root)
         manifest["runs"].append(
-            _run_record(key, started, time.time() - started, config, scorers, record_dir, stale)
+            _run_record(
+                key, started, time.time() - started, config, scorers, record_dir, stale, corpus_runs, earlier
+            )
             | {"status": "failed", "units_failed": len(units) - count_done()}
         )
         save_manifest(root, manifest)
@@ -237,7 +273,8 @@ def annotate(
                 entry_key = part if sub == scorer.name else f"{sub}/{part}"
                 if entry_key not in entry["shards"] and f.exists():
                     entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": sha256_file(f)}
-    run = _run_record(key, started, seconds, config, scorers, record_dir, stale)
+    seconds += sum(r["seconds"] for r in corpus_runs.values())
+    run = _run_record(key, started, seconds, config, scorers, record_dir, stale, corpus_runs, earlier)
     manifest["runs"].append(run)
     save_manifest(root, manifest)
     shutil.rmtree(record_dir, ignore_errors=True)
@@ -255,11 +292,21 @@ def _docs_to_score(root: Path, manifest: dict, scorers: list) -> int:
     return total
 
 
-def _run_record(key, started, seconds, config, scorers, record_dir: Path, stale: list[str]) -> dict:
-    """What this run did, from its unit records: documents scored per scorer, their rate, errors."""
-    records = (
-        [json.loads(p.read_text()) for p in sorted(record_dir.glob("u*.json"))] if record_dir.exists() else []
-    )
+def _run_record(
+    key,
+    started,
+    seconds,
+    config,
+    scorers,
+    record_dir: Path,
+    stale: list[str],
+    corpus_runs: dict | None = None,
+    earlier: frozenset[str] = frozenset(),
+) -> dict:
+    """What this run did, from its unit records: documents scored per scorer, their rate, errors.
+    Records in ``earlier`` (units an interrupted run finished) are resumed, not counted again."""
+    paths = sorted(record_dir.glob("u*.json")) if record_dir.exists() else []
+    records = [json.loads(p.read_text()) for p in paths if p.name not in earlier]
     per_scorer = {}
     for scorer in scorers:
         done = sum(r["docs"].get(scorer.name, 0) for r in records)
@@ -271,6 +318,14 @@ def _run_record(key, started, seconds, config, scorers, record_dir: Path, stale:
             "docs_per_s": round(done / spent, 1) if spent and done else None,
             "errors": sum(r["errors"].get(scorer.name, 0) for r in records),
         }
+        if scorer.name in (corpus_runs or {}):  # planned in stages of its own (assay.pipelines.dedup)
+            c = corpus_runs[scorer.name]
+            per_scorer[scorer.name].update(
+                docs=c["docs"],
+                seconds=c["seconds"],
+                docs_per_s=round(c["docs"] / c["seconds"], 1) if c["seconds"] and c["docs"] else None,
+                stages=c["stages"],
+            )
     return {
         "stage": "annotate",
         "run": key,
@@ -282,7 +337,11 @@ def _run_record(key, started, seconds, config, scorers, record_dir: Path, stale:
         "scorers": per_scorer,
         "stale_recomputed": stale,
         # documents this run scored with at least one scorer (a shard already done counts 0)
-        "docs": sum(max(r["docs"].values(), default=0) for r in records),
+        "docs": max(
+            sum(max(r["docs"].values(), default=0) for r in records),
+            max((c["docs"] for c in (corpus_runs or {}).values()), default=0),
+        ),
         "errors": sum(s["errors"] for s in per_scorer.values()),
+        "units_resumed": len(earlier),
         "versions": tool_versions(),
     }

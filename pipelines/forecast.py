@@ -106,11 +106,24 @@ def forecast(
         ratio = None
         used = [f"ladder:{name}"]
         notes = [ladder.range_note(n, d)]
-        if weights is not None and "mixture" in preds and "transfer" in preds:
+        mixture_fits = preds.get("mixture", [])
+        if (
+            weights is not None
+            and mixture_fits
+            and mixture_fits[0][1].get("fitted_on", {}).get("target_is_loss", True) is False
+        ):
+            # a regressor of an accuracy-like score cannot stand for the reference loss the link scales
+            on = mixture_fits[0][1]["fitted_on"]
+            notes.append(
+                f"mixture:{mixture_fits[0][0]} predicts {on.get('task')}/{on.get('metric')}, not a loss: "
+                "the mixture is not accounted for (register a regressor of a loss or bpb)"
+            )
+            mixture_fits = []
+        if weights is not None and mixture_fits and "transfer" in preds:
             from assay.predictors.mixture import MixturePredictor
             from assay.predictors.transfer import LossTransfer
 
-            mname, msaved = preds["mixture"][0]
+            mname, msaved = mixture_fits[0]
             tname, tsaved = preds["transfer"][0]
             regressor = MixturePredictor.from_json(msaved)
             link = LossTransfer.from_json(tsaved)
@@ -184,3 +197,89 @@ def forecast(
 
 def _join(notes: list[str | None]) -> str | None:
     return "; ".join(n for n in notes if n) or None
+
+
+# ---- end-to-end backtests (bench/predictors_forecast.py) -------------------------------------
+def forecast_recipes(
+    root: Path, mixtures: Any, n: float, d: float, domain_map: dict[str, str] | None = None
+) -> Any:
+    """`forecast` for every recipe of a recipe frame (``recipe`` + one weight column per domain):
+    one row per (recipe, task) with predicted accuracy, interval and loss ratio. ``domain_map``
+    sends a recipe domain to the mixture regressor's domain; mapped weights add up."""
+    import polars as pl
+
+    rows = []
+    for r in mixtures.iter_rows(named=True):
+        weights: dict[str, float] = {}
+        for domain, w in r.items():
+            if domain != "recipe" and w > 0:
+                key = (domain_map or {}).get(domain, domain)
+                weights[key] = weights.get(key, 0.0) + float(w)
+        for row in forecast(root, weights, n, d):
+            rows.append(
+                {
+                    "recipe": r["recipe"],
+                    "task": row["task"],
+                    "predicted": row["predicted"],
+                    "lower": row["lower"],
+                    "upper": row["upper"],
+                    "loss_ratio": row.get("loss_ratio"),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def backtest_composition(
+    table: Any,
+    reference: str,
+    tasks: list[str],
+    elasticities: dict[str, float] | None = None,
+    k: int = 5,
+    seed: int = 0,
+    **settings: Any,
+) -> Any:
+    """Stages 2-3 of the forecast on held-out mixtures of a table with a reference loss and task
+    losses (columns named metric/...): a mixture regressor of the reference loss gives each held-out
+    mixture's ratio r to the reference mixture (the regressor's prior), and each task's loss is
+    predicted as base_task * r ** e_task.
+
+    ``elasticities`` are the link's e_task (the forecast takes them from `assay fit transfer`,
+    across model sizes); None fits them across the training mixtures instead (log task loss on log
+    reference loss). base_task stands in for the ladder, which one proxy scale cannot test: the
+    geometric mean over the training mixtures of task loss / r ** e_task. k folds over mixtures;
+    returns one row per (mixture, task): observed, composed, and the elasticity used.
+    """
+    import polars as pl
+
+    from assay.predictors.mixture import MixturePredictor, _folds
+    from assay.predictors.mixture_data import key_column
+
+    n_rows = table.height
+    key = key_column(table)
+    ref = table[reference].to_numpy().astype(float)
+    rows = []
+    for held in _folds(n_rows, k, seed):
+        train = np.setdiff1d(np.arange(n_rows), held)
+        reg = MixturePredictor(target=reference, **settings).fit(table[train])
+        at_prior = reg.predict_mixture(dict(zip(reg.domains_, reg.prior_)))["predicted"]
+        r_train = np.log(ref[train] / at_prior)
+        r_held = np.log(reg.predict(table[held])["predicted"].to_numpy() / at_prior)
+        for task in tasks:
+            y = np.log(table[task].to_numpy().astype(float))
+            if elasticities is None:
+                e = float(np.polyfit(r_train, y[train], 1)[0])
+            else:
+                e = float(elasticities[task])
+            base = float(np.mean(y[train] - e * r_train))
+            composed = np.exp(base + e * r_held)
+            for i, c in zip(held, composed):
+                rows.append(
+                    {
+                        "key": table[key][int(i)] if key else int(i),
+                        "task": task,
+                        "observed": float(np.exp(y[i])),
+                        "composed": float(c),
+                        "elasticity": e,
+                    }
+                )
+    return pl.DataFrame(rows)

@@ -8,9 +8,11 @@ Three regressors share one interface:
 * ``linear`` — RegMix's linear baseline: least squares on the raw weights.
 * ``mixing_law`` — L = c + k·exp(Σ t_j r_j) (see ``predictors.mixing_law``).
 
-The target is one loss column or ``mean``. For ``mean`` one regressor is fitted per validation
-domain and their predictions are averaged: on the RegMix data that ranks held-out mixtures far
-better than regressing the averaged loss directly (bench/predictors_mixture.py).
+The table is either layout of ``predictors.mixture_data``: RegMix's wide files, or recipes
+(rows recipe, domain, weight) joined with one task/metric of a long results file, keyed by
+``recipe``. The target is one loss (or result) column or ``mean``. For ``mean`` one regressor is
+fitted per validation domain and their predictions are averaged: on the RegMix data that ranks
+held-out mixtures far better than regressing the averaged loss directly (bench/predictors_mixture.py).
 
 Intervals come from held-out residuals: the k-fold out-of-fold residuals of the training
 mixtures give the lower and upper quantiles added to a prediction. For LightGBM the fold that
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +32,8 @@ import polars as pl
 
 from assay.predictors.mixing_law import MixingLaw, fit_mixing_law
 from assay.predictors.mixture_data import (
-    INDEX,
     domain_name,
+    key_column,
     mixture_vector,
     resolve_target,
     split_columns,
@@ -39,6 +42,16 @@ from assay.predictors.mixture_data import (
 
 METHODS = ("lightgbm", "linear", "mixing_law")
 VERSION = "1"
+
+
+MIN_LEAF = 10  # rows per leaf, chosen on RegMix 1M -> 60M (bench/predictors_mixture.py; LightGBM: 20)
+
+
+def auto_min_leaf(n_rows: int) -> int:
+    """``MIN_LEAF`` rows per leaf, or a quarter of the rows (at least 2) when fewer than 4 x that:
+    a tree needs twice min_leaf rows to split, so on a 15-recipe table a fixed 10 (or LightGBM's
+    20) would leave every model a constant."""
+    return min(MIN_LEAF, max(2, n_rows // 4))
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -58,19 +71,26 @@ def rank_metrics(predicted: np.ndarray, observed: np.ndarray) -> dict[str, float
 
 @dataclass
 class MixturePredictor:
-    """Predicts a target validation loss from mixture weights; see the module docstring."""
+    """Predicts a target validation loss (or task result) from mixture weights; see the module docstring."""
 
     method: str = "lightgbm"
     target: str = "pile_cc"
     n_folds: int = 5
-    n_repeats: int = 1  # repeated k-fold: more bagged models (RegMix uses one split)
+    # repeated k-fold: more bagged models (RegMix uses one split). 3 repeats rank RegMix's 60M test
+    # mixtures 0.0004 better (bench/predictors_mixture.py) at 3x the fitting, search and JSON cost: not the default
+    n_repeats: int = 1
     seed: int = 42  # RegMix's seed
     # RegMix fits lr 1e-2; 5e-2 ranks the held-out mixtures as well (ρ 0.993 at both) with 5x fewer
     # trees, so the 100k-mixture search and the saved JSON are 5x smaller (bench/predictors_mixture.py)
     learning_rate: float = 0.05
     max_rounds: int = 1000  # RegMix num_iterations
     early_stopping: int = 20  # rounds without gain on the held-out fold (RegMix: 3, on its test set)
-    num_leaves: int = 7  # chosen by nested cross-validation on the training mixtures only
+    # num_leaves and min_leaf chosen on RegMix 1M-train -> 60M-test transfer (bench/predictors_mixture.py;
+    # 7 leaves and 20 rows per leaf before, 0.0007 lower in mean Spearman ρ on the choosing columns)
+    num_leaves: int = 15
+    # LightGBM min_data_in_leaf; None: auto_min_leaf of the rows a model fits on (10, or a quarter
+    # of the rows when fewer than 40; the quarter rule was set on datablations, bench/predictors_forecast.py)
+    min_leaf: int | None = None
     subsample: float = 0.8
     colsample: float = 0.8
     interval: float = 0.9  # coverage aimed at by [lower, upper]
@@ -178,6 +198,7 @@ class MixturePredictor:
             "objective": "regression",  # RegMix: gbdt, L2 regression
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_leaf if self.min_leaf is not None else auto_min_leaf(len(y)),
             "bagging_fraction": self.subsample,
             "bagging_freq": 1 if self.subsample < 1 else 0,
             "feature_fraction": self.colsample,
@@ -219,15 +240,17 @@ class MixturePredictor:
         return per_model.mean(axis=0), spread
 
     def predict(self, table: pl.DataFrame) -> pl.DataFrame:
-        """One row per mixture: index (when the table has one), predicted, lower, upper, spread."""
+        """One row per mixture: its key (recipe or index, when the table has one), predicted,
+        lower, upper, spread."""
         self._check_fitted()
         predicted, spread = self.predict_matrix(weight_matrix(table, self.domains_))
         low, high = self.residual_quantiles_
         out = pl.DataFrame(
             {"predicted": predicted, "lower": predicted + low, "upper": predicted + high, "spread": spread}
         )
-        if INDEX in table.columns:
-            out = out.insert_column(0, table[INDEX])
+        key = key_column(table)
+        if key is not None:
+            out = out.insert_column(0, table[key])
         return out
 
     def predict_mixture(self, mixture: dict[str, float]) -> dict[str, float]:
@@ -280,7 +303,7 @@ class MixturePredictor:
             k: getattr(self, k)
             for k in (
                 "method", "target", "n_folds", "n_repeats", "seed", "learning_rate", "max_rounds",
-                "early_stopping", "num_leaves", "subsample", "colsample", "interval",
+                "early_stopping", "num_leaves", "min_leaf", "subsample", "colsample", "interval",
             )
         }  # fmt: skip
         return {
@@ -367,3 +390,108 @@ def backtest_methods(
                 )
             )
     return pl.concat(rows)
+
+
+def choose_settings(
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    grid: dict[str, Sequence[Any]],
+    targets: Sequence[str],
+    **fixed: Any,
+) -> pl.DataFrame:
+    """Every combination of ``grid`` fitted on ``train`` and scored on ``test``, best first.
+
+    The score of a combination is the mean Spearman ρ over ``targets`` (loss columns or short
+    names), each fitted as its own predictor; ``fixed`` holds the settings that do not vary.
+    Ties keep the grid's order, so list the cheaper value of a setting first. The test set
+    chooses here: its figures are "used to choose", never a validation of the choice.
+    """
+    import itertools
+    import time
+
+    if not grid or not targets:
+        raise ValueError("choose_settings needs a non-empty grid and at least one target")
+    names = list(grid)
+    rows = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        settings = {**fixed, **dict(zip(names, values))}
+        started = time.time()
+        scores = [
+            MixturePredictor(target=t, **settings).fit(train).backtest(test).row(0, named=True)
+            for t in targets
+        ]
+        rho = [s["spearman"] for s in scores]
+        rows.append(
+            {
+                **dict(zip(names, values)),
+                "spearman_mean": float(np.mean(rho)),
+                "spearman_min": float(np.min(rho)),
+                "mae_mean": float(np.mean([s["mae"] for s in scores])),
+                "seconds": time.time() - started,
+            }
+        )
+    table = pl.DataFrame(rows).with_row_index("grid_order")
+    return table.sort(["spearman_mean", "grid_order"], descending=[True, False]).drop("grid_order")
+
+
+def best_settings(table: pl.DataFrame, grid: dict[str, Sequence[Any]], margin: float = 0.0) -> dict[str, Any]:
+    """The settings a ``choose_settings`` table picks: the first combination in grid order whose
+    mean ρ is within ``margin`` of the best. With each setting's cheaper values listed first and
+    a margin of about twice the seed-to-seed spread, a costlier setting is taken only when it
+    beats a cheaper one by more than noise; margin 0 takes the best row."""
+    import itertools
+
+    best = table["spearman_mean"].max()
+    for values in itertools.product(*(grid[n] for n in grid)):
+        match = table.filter(pl.all_horizontal([pl.col(n) == v for n, v in zip(grid, values)]))
+        if match.height and match["spearman_mean"][0] >= best - margin:
+            return dict(zip(grid, values))
+    raise ValueError("the table holds none of the grid's combinations")
+
+
+def cross_validate(table: pl.DataFrame, k: int = 5, seed: int = 0, **settings: Any) -> pl.DataFrame:
+    """Out-of-sample prediction of every mixture of a joined table, with two baselines.
+
+    The mixtures are cut into ``k`` folds (``k`` = the number of rows: leave one out); a predictor
+    with ``settings`` is fitted on the other folds and predicts the held-out one, so no mixture is
+    ever predicted by a model that saw it (its inner folds stop early on training mixtures only).
+    Baselines, from the same training folds: ``mean`` (the mean target of the training mixtures)
+    and ``nearest`` (the target of the training mixture nearest in L1 distance of the weights;
+    ties are averaged). Returns key (when the table has one), observed, predicted, mean, nearest.
+    """
+    n = table.height
+    if not 2 <= k <= n:
+        raise ValueError(f"k = {k} folds for {n} mixtures; use 2 <= k <= {n}")
+    probe = MixturePredictor(**settings)
+    weights, losses = split_columns(table)
+    probe.target_columns_ = resolve_target(losses, probe.target)
+    observed = probe._target_values(table)
+    x = weight_matrix(table, weights)
+    x = x / x.sum(axis=1, keepdims=True)
+    predicted, mean, nearest = np.zeros(n), np.zeros(n), np.zeros(n)
+    folds = [np.array([i]) for i in range(n)] if k == n else _folds(n, k, seed)
+    for held in folds:
+        train = np.setdiff1d(np.arange(n), held)
+        model = MixturePredictor(**settings).fit(table[train])
+        predicted[held] = model.predict(table[held])["predicted"].to_numpy()
+        mean[held] = observed[train].mean()
+        for i in held:
+            distance = np.abs(x[train] - x[i]).sum(axis=1)
+            nearest[i] = observed[train][distance <= distance.min() + 1e-12].mean()
+    out = pl.DataFrame({"observed": observed, "predicted": predicted, "mean": mean, "nearest": nearest})
+    key = key_column(table)
+    return out.insert_column(0, table[key]) if key is not None else out
+
+
+def score_columns(
+    frame: pl.DataFrame, columns: Sequence[str] = ("predicted", "nearest", "mean")
+) -> pl.DataFrame:
+    """Spearman ρ and MAE of each prediction column of a ``cross_validate`` frame against
+    ``observed`` (ρ of the mean baseline is left empty: across folds it only mirrors the fold means)."""
+    rows = []
+    for column in columns:
+        m = rank_metrics(frame[column].to_numpy(), frame["observed"].to_numpy())
+        rows.append(
+            {"predictor": column, "spearman": None if column == "mean" else m["spearman"], "mae": m["mae"]}
+        )
+    return pl.DataFrame(rows, schema={"predictor": pl.String, "spearman": pl.Float64, "mae": pl.Float64})

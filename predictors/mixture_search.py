@@ -111,12 +111,17 @@ def search_mixture(
     concentration: float = 1.0,
     caps: np.ndarray | None = None,
     seed: int = 42,
+    higher_is_better: bool | None = None,
 ) -> SearchResult:
     """Propose the mean of the ``top_k`` of ``n_samples`` Dirichlet draws with the lowest predicted loss.
 
     ``prior`` defaults to the mean of the predictor's training mixtures (pass ``token_prior`` when
-    the tokens per domain are known); ``concentration`` 1.0 is RegMix's.
+    the tokens per domain are known); ``concentration`` 1.0 is RegMix's. ``higher_is_better``
+    takes the highest predictions instead; None decides from the fit: a recipe fit of a metric
+    that is not a loss (accuracy, a score) is maximised.
     """
+    if higher_is_better is None:
+        higher_is_better = predictor.fitted_on_.get("target_is_loss") is False
     if top_k < 1 or n_samples < top_k:
         raise ValueError(f"need 1 <= top_k <= n_samples (got top_k={top_k}, n_samples={n_samples})")
     domains = predictor.domains_
@@ -135,7 +140,7 @@ def search_mixture(
             "raise --max-epochs, lower --tokens, or raise --concentration"
         )
     predicted, _ = predictor.predict_matrix(draws)
-    best = np.argsort(predicted, kind="stable")[:top_k]
+    best = np.argsort(-predicted if higher_is_better else predicted, kind="stable")[:top_k]
     mixture = draws[best].mean(axis=0)
     mixture = mixture / mixture.sum()
     estimate = predictor.predict_mixture(dict(zip(domains, mixture)))

@@ -41,6 +41,8 @@ SCORERS: dict[str, str] = {
     "rater": "assay.scorers.rater:RaterScorer",
     "dataman": "assay.scorers.dataman:DataManScorer",
     "meta_rater": "assay.scorers.meta_rater:MetaRaterScorer",
+    "exact_dup": "assay.scorers.exact_dup:ExactDupScorer",
+    "minhash": "assay.scorers.minhash:MinHashScorer",
 }
 
 ENTRY_POINT_GROUP = "assay.scorers"

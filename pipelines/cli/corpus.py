@@ -31,7 +31,13 @@ def executor_options(f):
         metavar="KEY=VALUE",
         help="Option for the Slurm/Ray executor (e.g. partition=cpu, time=4:00:00).",
     )(f)
-    f = click.option("--workers", default=1, show_default=True, help="Parallel worker processes.")(f)
+    f = click.option(
+        "--workers",
+        default=0,
+        show_default=True,
+        help="Parallel workers. 0: one process with --executor local; on Slurm and Ray every unit at "
+        "once (the cluster's free CPUs decide). N caps how many run together.",
+    )(f)
     f = click.option(
         "--executor",
         type=click.Choice(["local", "slurm", "ray"]),
@@ -218,6 +224,9 @@ def annotate(root, scorers, device, batch_size, match, executor, workers, execut
                                  default SmolLM2-135M: plumbing only, its ratings carry no quality signal
       meta_rater:published       Meta-rater weighted sum of normalised scores in meta_rater; or weights=FILE|NAME,
                                  or COLUMN=W,...; norm=z|rank|none, name= (column meta_rater_NAME)
+      exact_dup                  dup_exact_cluster, dup_exact_first: hash of the normalised text
+      minhash[:k=v,...]          fuzzy duplicates (MinHash + LSH): dup_cluster, dup_cluster_size, dup_is_first;
+                                 bands=14, rows=8, ngram=5, seed=1 (datatrove's defaults)
       datatrove:Class[:k=v,...]  any datatrove filter as <name>_keep, <name>_reason; name=, lines:FILE, py:mod:attr
       module.path:Class[:ARG]    a scorer from another package (contract: assay.scorers.base)
       NAME[:ARG]                 a scorer another package registers (entry points "assay.scorers")
@@ -315,15 +324,24 @@ def write_result(reader, fmt: str, out: str | None, max_rows: int = 50) -> None:
 
 @click.command()
 @root_option
-def status(root):
-    """Show the corpus root: shards, annotation sets (done, incomplete, stale), quarantine, runs."""
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also list the shard folders and compare them with the manifest (exit 1 if a file it names is missing).",
+)
+def status(root, check):
+    """Show the corpus root: shards, annotation sets (done, incomplete, stale), quarantine, runs.
+
+    The manifest is the root's truth; --check lists the folders to find drift: files the manifest
+    names that are gone, and Parquet files it does not name (a running or killed run's output).
+    """
     from assay.corpora.manifest import load_manifest, require_root
 
     m = load_manifest(require_root(root))
     shards = {Path(s["name"]).name for s in m["shards"]}
     docs = sum(s["rows"] for s in m["shards"])
     q = sum(s["rows"] or 0 for s in m["quarantine"])
-    click.echo(f"root: {os.path.abspath(root)}")
+    click.echo(f"root: {root if '://' in str(root) else os.path.abspath(root)}")
     click.echo(f"docs: {docs:,} in {len(shards)} shards; quarantined: {q:,}")
     for name, a in m["annotations"].items():
         done = _shards_done(name, a, shards)
@@ -338,6 +356,30 @@ def status(root):
     for r in m["runs"][-5:]:
         state = "" if r.get("status", "done") == "done" else f" [{r['status']}]"
         click.echo(f"  run {r['stage']} {r.get('run')} {r.get('started')} {r.get('seconds')} s{state}")
+    if check:
+        _check_drift(root)
+
+
+def _check_drift(root: str) -> None:
+    from assay.corpora.catalog import drift
+
+    found = drift(root)
+    if not found["missing"] and not found["unlisted"]:
+        click.echo("check: every file the manifest names is present, and no other shard file")
+        return
+    for kind, note in (
+        ("unlisted", "not in the manifest (a running or killed run's output, or a stray copy)"),
+        ("missing", "named by the manifest but missing"),
+    ):
+        files = found[kind]
+        if files:
+            click.echo(f"check: {len(files):,} file(s) {note}:")
+            for f in files[:10]:
+                click.echo(f"  {f}")
+            if len(files) > 10:
+                click.echo(f"  ... and {len(files) - 10:,} more")
+    if found["missing"]:
+        raise click.ClickException(f"{len(found['missing']):,} file(s) the manifest names are missing")
 
 
 def _shards_done(name: str, entry: dict, shards: set[str]) -> int:

@@ -94,7 +94,15 @@ def test_annotate_killed_then_resumed_equals_uninterrupted(tmp_path, many_inputs
         "part-*.parquet",
         10,
     )
-    annotate(root, ["stats"], quiet=True)
+    import pyarrow.parquet as pq
+
+    before = sum(
+        pq.read_metadata(f).num_rows for f in (root / "annotations" / "stats").glob("part-*.parquet")
+    )
+    summary = annotate(root, ["stats"], quiet=True)
+    # the rerun's record counts what it scored, not the units the killed run had finished
+    total = sum(s["rows"] for s in load_manifest(root)["shards"])
+    assert 0 < before < total and summary["docs"] == total - before
     clean_sets = load_manifest(roots["clean"])["annotations"]["stats"]["shards"]
     resumed_sets = load_manifest(root)["annotations"]["stats"]["shards"]
     assert resumed_sets == clean_sets and len(resumed_sets) == N_FILES
