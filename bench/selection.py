@@ -1,6 +1,6 @@
 """Selection at scale, and k-means speed for the cluster scorer.
 
-    python bench/selection.py [--rows 10000000] [--text-chars 500] [--keep DIR]   # selection
+    python bench/selection.py [--rows 1000000 10000000 ...] [--text-chars 16] [--keep DIR]  # selection
     python bench/selection.py --part kmeans [--kmeans-rows 1000000] [--k 100 1000]  # k-means
 
 Selection: a corpus root of `--rows` documents built from the 1,027 real web pages of
@@ -8,7 +8,11 @@ Selection: a corpus root of `--rows` documents built from the 1,027 real web pag
 replicated row for row: `stats` (computed by the stats scorer on the cut text) and `page`
 (the dataset's own `lang`, `lang_score`). Each recipe runs `assay select` in a fresh process:
 wall time, the time spent choosing (ids and scores only), and the peak RSS of the process, next
-to the corpus's text size, because text is only ever read one docs shard at a time.
+to the corpus's text size, because text is only ever read one docs shard at a time. Selection
+is out of core (DuckDB capped at `--memory`, spilling under the root), so peak RSS should stay
+flat from size to size; `--old` runs the former in-memory planner beside it up to `--old-max-rows`
+(it holds the whole pool in the process). `--threads 1` by default: one DuckDB thread per
+process, as the machine is shared.
 
 k-means: real all-MiniLM-L6-v2 vectors of the pages' paragraphs, replicated with small noise
 (and re-normalised) to `--kmeans-rows` (1M x 384 by default): scikit-learn MiniBatchKMeans on all
@@ -66,8 +70,19 @@ RECIPES = {
 SELECT = """
 import json, sys
 from assay.pipelines.recipe import parse_recipe
-from assay.pipelines.select import select
-m = select({root!r}, parse_recipe(json.loads({recipe!r})), {name!r})
+from assay.pipelines.select import select, _select_in_memory
+recipe = parse_recipe(json.loads({recipe!r}))
+if {old!r}:
+    import duckdb
+    _connect = duckdb.connect
+    def connect(*a, **k):  # the former planner opened the catalog with DuckDB's default threads
+        con = _connect(*a, **k)
+        con.execute("SET threads = {threads}")
+        return con
+    duckdb.connect = connect
+    m = _select_in_memory({root!r}, recipe, {name!r})
+else:
+    m = select({root!r}, recipe, {name!r}, memory={memory!r}, threads={threads})
 print(json.dumps({{"rows": m["selected"]["rows"], "docs": m["selected"]["docs"], "tokens": m["selected"]["tokens"],
                   "pool": m["pool"]["docs"], "target": m["budget"]["target"], "choose_s": m["seconds_selecting"],
                   "shards": len(m["shards"])}}))
@@ -91,6 +106,7 @@ def build_root(root: Path, rows: int, text_chars: int, shard_rows: int = 100_000
     lang_score = pa.array([float(p["lang_score"]) for p in pages], pa.float32())
     base_ids = [p["id"] for p in pages]
     shards, text_bytes = [], 0
+    sets: dict = {"stats": {}, "page": {}}  # the manifest names every shard the catalog reads
     for i, start in enumerate(range(0, rows, shard_rows)):
         n = min(shard_rows, rows - start)
         idx = pa.array(np.arange(start, start + n) % len(pages))
@@ -111,46 +127,81 @@ def build_root(root: Path, rows: int, text_chars: int, shard_rows: int = 100_000
         text_bytes += docs.column("text").nbytes
         entry = write_table_atomic(docs, root / "docs" / part)
         shards.append({"name": f"docs/{part}", **entry})
-        write_table_atomic(stats.take(idx).add_column(0, "id", ids), root / "annotations/stats" / part)
+        sets["stats"][part] = write_table_atomic(
+            stats.take(idx).add_column(0, "id", ids), root / "annotations/stats" / part
+        )
         page = pa.table({"id": ids, "lang": lang.take(idx), "lang_score": lang_score.take(idx)})
-        write_table_atomic(page, root / "annotations/page" / part)
+        sets["page"][part] = write_table_atomic(page, root / "annotations/page" / part)
     manifest = {"format": FORMAT, "inputs": [], "shards": shards, "quarantine": [], "runs": []}
     manifest["annotations"] = {
-        "stats": {"spec": "stats", "version": StatsScorer.version, "kind": "scorer", "shards": {}},
-        "page": {"spec": "(replicated dataset fields)", "version": "1", "kind": "scorer", "shards": {}},
+        "stats": {"spec": "stats", "version": StatsScorer.version, "kind": "scorer", "shards": sets["stats"]},
+        "page": {
+            "spec": "(replicated dataset fields)",
+            "version": "1",
+            "kind": "scorer",
+            "shards": sets["page"],
+        },
     }
     save_manifest(root, manifest)
     return text_bytes
 
 
 def bench_select(args) -> None:
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="assay-bench-select-"))
-    root = work / "root"
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="assay-bench-select-"))
+    env = {"OMP_NUM_THREADS": str(args.threads), "POLARS_MAX_THREADS": str(args.threads)}
+    print(
+        f"DuckDB threads per process: {args.threads}; memory cap {args.memory}; machine: {os.cpu_count()} cores"
+    )
     try:
-        if not (root / "manifest.json").exists():
-            started = time.time()
-            text_bytes = build_root(root, args.rows, args.text_chars)
-            (work / "text_bytes").write_text(str(text_bytes))
-            print(f"built {args.rows:,} docs in {time.time() - started:.0f} s")
-        text_bytes = int((work / "text_bytes").read_text())
-        disk = sum(f.stat().st_size for f in (root / "docs").glob("*.parquet"))
-        print(
-            f"corpus: {args.rows:,} docs, {text_bytes / 2**20:,.0f} MiB of text ({disk / 2**20:,.0f} MiB zstd on disk)"
-        )
-        print(
-            f"{'recipe':42s} {'pool':>11s} {'selected':>10s} {'choose s':>9s} {'total s':>8s} {'peak RSS MiB':>13s}"
-        )
-        for i, (label, recipe) in enumerate(RECIPES.items()):
-            code = SELECT.format(root=str(root), recipe=json.dumps(recipe), name=f"bench{i}")
-            wall, peak, out = run_child(code)
-            r = json.loads(out.strip().splitlines()[-1])
+        for rows in args.rows:
+            work = base / f"rows-{rows}"
+            root = work / "root"
+            if not (root / "manifest.json").exists():
+                shutil.rmtree(work, ignore_errors=True)
+                started = time.time()
+                text_bytes = build_root(root, rows, args.text_chars)
+                (work / "text_bytes").write_text(str(text_bytes))
+                print(f"built {rows:,} docs in {time.time() - started:.0f} s")
+            text_bytes = int((work / "text_bytes").read_text())
+            disk = sum(f.stat().st_size for f in root.rglob("*.parquet"))
             print(
-                f"{label:42s} {r['pool']:11,d} {r['rows']:10,d} {r['choose_s']:9.1f} {wall:8.1f} {peak:13,.0f}"
+                f"\ncorpus: {rows:,} docs, {text_bytes / 2**20:,.0f} MiB of text, "
+                f"{disk / 2**20:,.0f} MiB of Parquet (docs + annotations) on disk"
             )
-            shutil.rmtree(root / "mixtures" / f"bench{i}", ignore_errors=True)
+            print(
+                f"{'recipe':42s} {'planner':8s} {'pool':>11s} {'selected':>10s} {'choose s':>9s} "
+                f"{'total s':>8s} {'peak RSS MiB':>13s}"
+            )
+            planners = ["new"] + (["old"] if args.old and rows <= args.old_max_rows else [])
+            for i, (label, recipe) in enumerate(RECIPES.items()):
+                if args.recipes and i not in args.recipes:
+                    continue
+                for planner in planners:
+                    name = f"bench{i}{planner}"
+                    code = SELECT.format(
+                        root=str(root),
+                        recipe=json.dumps(recipe),
+                        name=name,
+                        old=planner == "old",
+                        memory=args.memory,
+                        threads=args.threads,
+                    )
+                    try:
+                        wall, peak, out = run_child(code, env)
+                    except RuntimeError as exc:
+                        last = [line for line in str(exc).splitlines() if line.strip()][-1]
+                        print(f"{label:42s} {planner:8s} failed: {last[:90]}", flush=True)
+                        continue
+                    r = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+                    print(
+                        f"{label:42s} {planner:8s} {r['pool']:11,d} {r['rows']:10,d} {r['choose_s']:9.1f} "
+                        f"{wall:8.1f} {peak:13,.0f}",
+                        flush=True,
+                    )
+                    shutil.rmtree(root / "mixtures" / name, ignore_errors=True)
     finally:
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def bench_kmeans(args) -> None:
@@ -194,11 +245,16 @@ def bench_kmeans(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["select", "kmeans"], default="select")
-    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
+    ap.add_argument("--text-chars", type=int, default=16, help="cut each page's text to this many characters")
     ap.add_argument(
-        "--text-chars", type=int, default=500, help="cut each page's text to this many characters"
+        "--keep", default=None, help="build the roots under DIR and keep them (reused when present)"
     )
-    ap.add_argument("--keep", default=None, help="build the root in DIR and keep it (reused when present)")
+    ap.add_argument("--memory", default="1GB", help="DuckDB memory cap of the out-of-core planner")
+    ap.add_argument("--threads", type=int, default=1, help="DuckDB threads per selecting process")
+    ap.add_argument("--old", action="store_true", help="also run the former in-memory planner")
+    ap.add_argument("--old-max-rows", type=int, default=10_000_000)
+    ap.add_argument("--recipes", type=int, nargs="*", default=None, help="run only these recipe numbers")
     ap.add_argument("--kmeans-rows", type=int, default=1_000_000)
     ap.add_argument("--real-vectors", type=int, default=2_000)
     ap.add_argument("--k", type=int, nargs="+", default=[100, 1000])

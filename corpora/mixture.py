@@ -110,6 +110,29 @@ def write_mixture(
     force: bool = False,
 ) -> dict:
     """Copy the chosen documents (each `counts[i]` times) shard by shard and publish the mixture."""
+
+    def pieces() -> Iterator[tuple[Path, np.ndarray, np.ndarray, int]]:
+        places = locate_docs(root, ids) if len(ids) else []
+        for copy in range(int(counts.max()) if len(counts) else 0):
+            for path, rows, pos in places:
+                keep = counts[pos] > copy
+                if keep.any():
+                    yield path, rows[keep], scores[pos[keep]], copy
+
+    return write_mixture_pieces(root, name, pieces(), manifest, recipe_text, force)
+
+
+def write_mixture_pieces(
+    root: str | Path,
+    name: str,
+    pieces: Iterator[tuple[Path, np.ndarray, np.ndarray, int]],
+    manifest: dict,
+    recipe_text: str | None = None,
+    force: bool = False,
+) -> dict:
+    """Publish a mixture from a stream of (docs shard, its row numbers ascending, their scores,
+    copy number): each piece is read from its shard and appended in the order given, so the
+    caller never holds more than one shard's selection."""
     from assay.corpora.atomic import write_bytes_atomic, write_json_atomic
     from assay.corpora.catalog import refresh_catalog
     from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
@@ -121,18 +144,11 @@ def write_mixture(
     tmp = work / f"mixture-{name}-{uuid.uuid4().hex[:8]}"
     writer = ShardWriter(tmp, MIXTURE_SCHEMA, "part-{:05d}.parquet")
     try:
-        places = locate_docs(root, ids) if len(ids) else []
-        for copy in range(int(counts.max()) if len(counts) else 0):
-            for path, rows, pos in places:
-                keep = counts[pos] > copy
-                if not keep.any():
-                    continue
-                table = read_rows(path, rows[keep], DOCS_SCHEMA.names)
-                table = table.append_column(
-                    "score", pa.array(scores[pos[keep]], pa.float64(), from_pandas=True)
-                )
-                table = table.append_column("copy", pa.array(np.full(table.num_rows, copy, np.int32)))
-                writer.write(table)
+        for path, rows, scores, copy in pieces:
+            table = read_rows(path, rows, DOCS_SCHEMA.names)
+            table = table.append_column("score", pa.array(scores, pa.float64(), from_pandas=True))
+            table = table.append_column("copy", pa.array(np.full(table.num_rows, copy, np.int32)))
+            writer.write(table)
         shards = writer.close()
         if not shards:  # an empty selection still gets a (0-row) shard, so its view exists
             write_table_atomic(MIXTURE_SCHEMA.empty_table(), tmp / "part-00000.parquet")

@@ -14,6 +14,8 @@ strata: [source]                         # quotas proportional to each value's s
 # strata: {source: {web: 0.7, books: 0.3}, domain: pool}   # explicit mixture weights, then proportional
 max_epochs: 1                            # a document appears at most this many times [1]
 tokenizer: path/to/tokenizer.json        # count tokens with it instead of the `stats` estimate
+dedup: fuzzy                             # keep dup_is_first (minhash) | exact: dup_exact_first
+memory: 2GB                              # DuckDB's memory cap while selecting [1GB]; spills beyond
 seed: 7
 ```
 
@@ -24,6 +26,7 @@ bad recipe stops before anything is written. SQL is checked against the catalog 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +44,15 @@ KEYS = (
     "strata",
     "max_epochs",
     "tokenizer",
+    "dedup",
+    "memory",
     "seed",
 )
+# dedup mode -> (the column that marks the document kept from each cluster, the scorer writing it)
+DEDUP = {"fuzzy": ("dup_is_first", "minhash"), "exact": ("dup_exact_first", "exact_dup")}
+# DuckDB's cap while selecting; it sorts, joins and stores the pool on disk beyond it.
+DEFAULT_MEMORY = "1GB"
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 # QuRating's best setting samples with tau = 2 (Wettig et al. 2024, §5.5-5.6 of METHODS.md).
 DEFAULT_TEMPERATURE = 2.0
 POOL = "pool"  # a strata column whose values get shares proportional to the pool
@@ -83,6 +93,8 @@ class Recipe:
     strata: Strata = field(default_factory=Strata)
     max_epochs: int = 1
     tokenizer: str | None = None
+    dedup: str | None = None  # fuzzy | exact: keep only each duplicate cluster's first document
+    memory: str | None = None  # DuckDB memory cap for this selection (None: DEFAULT_MEMORY)
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -154,6 +166,13 @@ def _budget(raw: Any) -> Budget:
     if amount < 1:
         raise RecipeError(name, f"must be at least 1, got {raw[key]!r}")
     return Budget(key, amount=int(round(amount)))
+
+
+def check_memory(value: Any, name: str = "memory") -> str:
+    """A DuckDB memory size such as `2GB` or `512MiB`."""
+    if not isinstance(value, str) or not _MEMORY.match(value.strip()):
+        raise RecipeError(name, f"expected a size such as 2GB or 512MiB, got {value!r}")
+    return value.strip()
 
 
 def _stratum_value(v: Any) -> str | None:
@@ -247,6 +266,12 @@ def parse_recipe(raw: Any, base_dir: str | Path | None = None) -> Recipe:
         if not path.is_file():
             raise RecipeError("tokenizer", f"{path}: no such file (expected a tokenizers `tokenizer.json`)")
         tokenizer = str(path.resolve())
+    dedup = raw.get("dedup")
+    if dedup is not None and dedup not in DEDUP:
+        raise RecipeError("dedup", f"{dedup!r} is not one of {', '.join(DEDUP)}")
+    memory = raw.get("memory")
+    if memory is not None:
+        memory = check_memory(memory, "memory")
     strata = _strata(raw.get("strata"))
     if strata.columns and budget is None:
         raise RecipeError("strata", "quotas per stratum need a budget")
@@ -261,6 +286,8 @@ def parse_recipe(raw: Any, base_dir: str | Path | None = None) -> Recipe:
         strata=strata,
         max_epochs=max_epochs,
         tokenizer=tokenizer,
+        dedup=dedup,
+        memory=memory,
         seed=seed,
     )
 

@@ -7,7 +7,17 @@ up to the budget exactly. Inside a stratum the strategy orders the documents and
 in that order until the quota is met: a stratum overshoots its quota by less than one document.
 A quota larger than the stratum's pool is filled by whole passes over the same order (documents
 repeated), never more than `max_epochs` passes. Text is read only afterwards, shard by shard,
-when `corpora.mixture.write_mixture` copies the chosen documents.
+when `corpora.mixture.write_mixture_pieces` copies the chosen documents.
+
+`select` works out of core, so its memory is set by `memory` (DuckDB's cap; it spills to a
+folder under `.assay/tmp/`), not by the corpus: the filtered pool is written once to a DuckDB
+file there; per-stratum sums and a histogram of the budget's unit over the order key (tokens,
+characters or documents per bucket) locate the bucket where each quota runs out, and only that
+bucket is sorted to find the exact last document (ties by id); the chosen documents are then
+located in the docs shards and streamed to the writer one shard at a time. Gumbel and uniform
+keys come from an MD5 hash of (seed, id) (`noise_sql`), so no generator state exists. The
+former in-memory planner (`_load_pool`, `_plan_selection`, `_select_in_memory`) is kept to
+check that both write the same bytes; with `noise="hash"` it draws the same keys in Python.
 """
 
 from __future__ import annotations
@@ -119,8 +129,8 @@ def _stratum_codes(n: int, columns: list, names: list[str]) -> tuple[np.ndarray,
     return remap[inverse], [keys[i] for i in order]
 
 
-def load_pool(root: str | Path, recipe: Recipe) -> tuple[Pool, dict]:
-    """Check the recipe's SQL, then read ids, scores, sizes and strata of the filtered pool."""
+def _load_pool(root: str | Path, recipe: Recipe) -> tuple[Pool, dict]:
+    """The former in-memory planner's pool (kept to check the out-of-core one): check the recipe's SQL, then read ids, scores, sizes and strata of the filtered pool."""
     import pyarrow.compute as pc
 
     from assay.corpora.catalog import ident, open_catalog
@@ -216,13 +226,13 @@ def count_tokens(root: str | Path, ids, tokenizer_path: str, batch_size: int = 5
     return out
 
 
-def _leaf_weights(pool: Pool, recipe: Recipe, unit_pool: np.ndarray) -> np.ndarray:
+def _leaf_weights(keys: list[dict], recipe: Recipe, unit_pool: np.ndarray) -> np.ndarray:
     """Each stratum's share of the budget: its pool share, or explicit weights on the first column."""
     weights = recipe.strata.weights
     if weights is None:
         return unit_pool / unit_pool.sum()
     col = recipe.strata.columns[0]
-    firsts = [k[col] for k in pool.keys]
+    firsts = [k[col] for k in keys]
     for value, w in weights.items():
         if w > 0 and value not in firsts:
             raise RecipeError(f"strata.{col}.{value}", "no document of the filtered pool has this value")
@@ -241,8 +251,10 @@ def _describe_key(key: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in key.items()) or "the whole pool"
 
 
-def plan_selection(pool: Pool, recipe: Recipe) -> Selection:
-    """Quotas per stratum, order inside each, and the copies of every chosen document."""
+def _plan_selection(pool: Pool, recipe: Recipe, noise: str = "rng") -> Selection:
+    """The former in-memory planner: quotas per stratum, order inside each, and the copies of
+    every chosen document. noise "rng" is the former NumPy generator; "hash" draws the keys
+    `select` uses (hash_gumbel), as an independent reference for it."""
     budget = recipe.budget
     unit = budget.unit if budget else "docs"
     sizes = {"tokens": pool.tokens, "chars": pool.chars, "docs": np.ones(len(pool.tokens), np.int64)}[unit]
@@ -257,7 +269,7 @@ def plan_selection(pool: Pool, recipe: Recipe) -> Selection:
     else:
         total = unit_pool.sum()
         target = budget.amount if budget.amount is not None else max(int(round(budget.fraction * total)), 1)
-        weights = _leaf_weights(pool, recipe, unit_pool)
+        weights = _leaf_weights(pool.keys, recipe, unit_pool)
         quotas = largest_remainder(target, weights)
     counts = np.zeros(len(pool.tokens), dtype=np.int64)
     strata_report = []
@@ -274,8 +286,13 @@ def plan_selection(pool: Pool, recipe: Recipe) -> Selection:
                     f"{unit} to fill its quota of {quotas[s]} {unit}, but max_epochs is {recipe.max_epochs}; "
                     "raise max_epochs or lower the budget or this stratum's weight",
                 )
-            rng = np.random.default_rng([recipe.seed, zlib.crc32(json.dumps(key, sort_keys=True).encode())])
-            order = rows[rank_order(pool.score[rows], recipe.strategy, recipe.temperature, rng)]
+            if noise == "hash":
+                order = rows[hash_order(pool.score[rows], pool.ids.take(rows), recipe)]
+            else:
+                rng = np.random.default_rng(
+                    [recipe.seed, zlib.crc32(json.dumps(key, sort_keys=True).encode())]
+                )
+                order = rows[rank_order(pool.score[rows], recipe.strategy, recipe.temperature, rng)]
             counts[order] = take_until(sizes[order], int(quotas[s]))
         c = counts[rows]
         chosen = rows[c > 0]
@@ -332,20 +349,39 @@ def plan_selection(pool: Pool, recipe: Recipe) -> Selection:
     return Selection(pool.ids.take(chosen), counts[chosen], pool.raw_score[chosen], report)
 
 
-def select(
-    root: str | Path, recipe: Recipe, name: str, recipe_text: str | None = None, force: bool = False
+def plan_selection(pool: Pool, recipe: Recipe) -> Selection:
+    """The in-memory planner over a Pool already in memory (meta_rater's search scores small
+    candidate pools this way); `select` itself works out of core."""
+    return _plan_selection(pool, recipe)
+
+
+def _select_in_memory(
+    root: str | Path,
+    recipe: Recipe,
+    name: str,
+    recipe_text: str | None = None,
+    force: bool = False,
+    noise: str = "rng",
 ) -> dict:
-    """Check everything, choose documents, then write `mixtures/<name>/`; returns its manifest."""
-    from assay.corpora.manifest import load_manifest, tool_versions
+    """The former planner end to end (whole pool in memory); `select` must write the same bytes."""
     from assay.corpora.mixture import check_name, write_mixture
 
     root = Path(root)
     started = time.time()
     check_name(root, name, force)
-    pool, counting = load_pool(root, recipe)
-    selection = plan_selection(pool, recipe)
+    pool, counting = _load_pool(root, recipe)
+    selection = _plan_selection(pool, recipe, noise)
+    manifest = _manifest(root, name, recipe, counting, selection.report, started)
+    return write_mixture(
+        root, name, selection.ids, selection.counts, selection.scores, manifest, recipe_text, force
+    )
+
+
+def _manifest(root: Path, name: str, recipe: Recipe, counting: dict, report: dict, started: float) -> dict:
+    from assay.corpora.manifest import load_manifest, tool_versions
+
     corpus = load_manifest(root)
-    manifest = {
+    return {
         "name": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "recipe": recipe.to_json(),
@@ -355,7 +391,7 @@ def select(
         "normalize": recipe.normalize,
         "max_epochs": recipe.max_epochs,
         "token_count": counting,
-        **selection.report,
+        **report,
         "corpus": {
             "docs_shards": [{"name": s["name"], "sha256": s.get("sha256")} for s in corpus["shards"]],
             "annotations": {k: v["version"] for k, v in corpus["annotations"].items()},
@@ -363,6 +399,544 @@ def select(
         "versions": tool_versions(),
         "seconds_selecting": round(time.time() - started, 3),
     }
-    return write_mixture(
-        root, name, selection.ids, selection.counts, selection.scores, manifest, recipe_text, force
+
+
+# ---------------------------------------------------------------------------------------------
+# Out of core: the pool lives in a DuckDB file under the root, never in this process.
+
+# Histogram buckets per stratum: the exact pass after it sorts one bucket (~pool/BUCKETS rows).
+BUCKETS = 1 << 16
+_TWO53 = "'9007199254740992'::DOUBLE"
+
+
+def noise_sql(seed: int, id_sql: str = "id") -> str:
+    """SQL for a document's Gumbel(0,1) draw: -ln(-ln(u)), u from the MD5 of "<seed>:<id>".
+
+    A hash, not a generator, so a draw depends on the document and the seed only: no state is
+    carried between rows, shards or processes, and any subset reproduces the same keys."""
+    u = f"((md5_number_upper('{int(seed)}:' || {id_sql}) >> 11)::DOUBLE + 0.5) / {_TWO53}"
+    return f"(-ln(-ln({u})))"
+
+
+def hash_gumbel(ids, seed: int) -> np.ndarray:
+    """The draws of `noise_sql`, computed in Python (hashlib + libm): the independent reference."""
+    import hashlib
+    import math
+
+    out = np.empty(len(ids), dtype=np.float64)
+    for i, doc_id in enumerate(ids.to_pylist() if hasattr(ids, "to_pylist") else ids):
+        h = int.from_bytes(hashlib.md5(f"{int(seed)}:{doc_id}".encode()).digest()[:8], "little")
+        out[i] = -math.log(-math.log(((h >> 11) + 0.5) / 2.0**53))
+    return out
+
+
+def hash_order(score: np.ndarray, ids, recipe: Recipe) -> np.ndarray:
+    """Take order with hash noise (rows in id order, ties by id): what `select` computes in SQL."""
+    if recipe.strategy == "uniform":
+        keys = hash_gumbel(ids, recipe.seed)
+    elif recipe.strategy == "gumbel" and recipe.temperature:
+        keys = score / recipe.temperature + hash_gumbel(ids, recipe.seed)
+    else:
+        keys = score
+    return np.argsort(-keys, kind="stable")
+
+
+def _double(x: float) -> str:
+    """A float as a DuckDB DOUBLE literal that parses back to the same bits (0.1 alone is DECIMAL)."""
+    return f"'{float(x)!r}'::DOUBLE"
+
+
+def _connect(work: Path, memory: str, threads: int | None):
+    import duckdb
+
+    con = duckdb.connect(str(work / "work.duckdb"))
+    con.execute(f"SET temp_directory = '{work / 'spill'}'")
+    con.execute(f"SET memory_limit = '{memory}'")
+    con.execute("SET preserve_insertion_order = false")  # every result that needs an order sorts
+    con.execute("SET enable_progress_bar = false")  # long queries would draw one on stdout
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def _build_raw(con, root: Path, recipe: Recipe) -> None:
+    """Views of the root in the work database, the recipe's SQL checked, and the filtered rows
+    (ids, rank, strata, sizes, dedup mark) written once to the table `raw` (on disk)."""
+    from assay.corpora.catalog import ident, view_statements
+    from assay.pipelines.recipe import DEDUP
+
+    for stmt in view_statements(root):
+        con.execute(stmt)
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if "annotations_stats" not in views:
+        raise ValueError(f"{root}: no `stats` annotations; {STATS_HINT}")
+    check_sql(recipe, con)
+    names = {r[0] for r in con.execute("DESCRIBE annotations").fetchall()}
+    tokens, chars = (ident(f"stats_{c}" if f"stats_{c}" in names else c) for c in ("tokens_est", "chars"))
+    dup = ""
+    if recipe.dedup:
+        column, scorer = DEDUP[recipe.dedup]
+        if column not in names:
+            raise RecipeError(
+                "dedup", f"the annotations have no `{column}` column; annotate with --scorer {scorer} first"
+            )
+        dup = f", CAST({ident(column)} AS BOOLEAN) AS __dup"
+    score = f"CAST(({recipe.rank}) AS DOUBLE)" if recipe.rank else "NULL::DOUBLE"
+    strata = "".join(f", CAST({ident(c)} AS VARCHAR) AS __s{i}" for i, c in enumerate(recipe.strata.columns))
+    where = f" WHERE ({recipe.filter})" if recipe.filter else ""
+    outer = "".join(f", __s{i}" for i in range(len(recipe.strata.columns)))
+    con.execute(
+        f"CREATE TABLE raw AS SELECT id, CASE WHEN isnan(__r) THEN NULL ELSE __r END AS __score{outer}, "
+        f"__tokens, __chars{', __dup' if dup else ''} FROM (SELECT id, {score} AS __r{strata}, "
+        f"{tokens} AS __tokens, {chars} AS __chars{dup} FROM annotations{where})"
     )
+
+
+def _count_tokens_ooc(con, root: Path, tokenizer_path: str, batch_size: int = 512) -> None:
+    """Real token counts for the pool, one docs shard at a time, into pool.tokens."""
+    import pyarrow as pa
+    from tokenizers import Tokenizer
+
+    from assay.corpora.catalog import sql_literal
+    from assay.corpora.mixture import read_rows
+
+    tok = Tokenizer.from_file(tokenizer_path)
+    tok.no_truncation()
+    tok.no_padding()
+    glob = sql_literal(str((root / "docs").resolve() / "part-*.parquet"))
+    con.execute("CREATE TABLE tok (id VARCHAR, tokens BIGINT)")
+    reader = con.sql(
+        f"SELECT d.filename, d.file_row_number AS row, p.id FROM pool p JOIN read_parquet({glob}, "
+        "filename=true, file_row_number=true) d USING (id) ORDER BY 1, 2"
+    ).to_arrow_reader(65_536)
+    out = con.cursor()  # a second cursor: the first is busy streaming the locations
+    for path, rows, ids in _by_file(reader, ["id"]):
+        texts = read_rows(path, rows, ["text"]).column("text").to_pylist()
+        counts = []
+        for i in range(0, len(texts), batch_size):
+            enc = tok.encode_batch([t or "" for t in texts[i : i + batch_size]], add_special_tokens=False)
+            counts.extend(len(e.ids) for e in enc)
+        chunk = pa.table({"id": ids["id"], "tokens": pa.array(counts, pa.int64())})
+        out.register("chunk", chunk)
+        out.execute("INSERT INTO tok SELECT * FROM chunk")
+        out.unregister("chunk")
+    out.close()
+    con.execute("UPDATE pool SET tokens = tok.tokens FROM tok WHERE pool.id = tok.id")
+
+
+def _by_file(reader, extra: list[str]):
+    """Group a (filename, row, *extra) stream sorted by filename into one piece per docs shard."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    current, parts = None, []
+
+    def flush():
+        t = pa.Table.from_batches(parts)
+        return Path(current), t.column("row").to_numpy(), {c: t.column(c).combine_chunks() for c in extra}
+
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        files = batch.column(0)
+        # split the batch where the file name changes
+        differs = pc.not_equal(files.slice(1), files.slice(0, len(files) - 1))
+        change = np.nonzero(differs.to_numpy(zero_copy_only=False))[0] + 1
+        starts = [0, *change.tolist()]
+        ends = [*change.tolist(), batch.num_rows]
+        for a, b in zip(starts, ends):
+            name = files[a].as_py()
+            if name != current and parts:
+                yield flush()
+                parts = []
+            current = name
+            parts.append(batch.slice(a, b - a))
+    if parts:
+        yield flush()
+
+
+def _strata_keys(con, recipe: Recipe, keep: str) -> list[dict]:
+    """The pool's distinct strata keys in the order the former planner gave them."""
+    cols = [f"__s{i}" for i in range(len(recipe.strata.columns))]
+    if not cols:
+        return [{}]
+    rows = con.execute(f"SELECT DISTINCT {', '.join(cols)} FROM raw WHERE {keep}").fetchall()
+    keys = [dict(zip(recipe.strata.columns, r)) for r in rows]
+    return sorted(keys, key=lambda k: [(v is not None, v or "") for v in k.values()])
+
+
+def _register(con, name: str, columns: dict) -> None:
+    import pyarrow as pa
+
+    con.execute(f"DROP TABLE IF EXISTS {name}")
+    con.register("__t", pa.table(columns))
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM __t")
+    con.unregister("__t")
+
+
+def _plan_out_of_core(con, root: Path, recipe: Recipe) -> tuple[dict, dict, int]:
+    """Build the table `chosen` (id, raw score, stratum, sizes, copies) from `raw`; return the
+    manifest's report, the token counting note and the largest number of copies."""
+    n, missing = con.execute("SELECT count(*), count(*) FILTER (__tokens IS NULL) FROM raw").fetchone()
+    if n == 0:
+        raise RecipeError("filter", "no document of the corpus passes it")
+    if missing:
+        raise ValueError(f"{missing} documents of the pool have no `stats` annotation; {STATS_HINT}")
+    dropped: dict = {}
+    keep = "true"
+    if recipe.dedup:
+        from assay.pipelines.recipe import DEDUP
+
+        column, scorer = DEDUP[recipe.dedup]
+        unmarked, removed = con.execute(
+            "SELECT count(*) FILTER (__dup IS NULL), count(*) FILTER (NOT __dup) FROM raw"
+        ).fetchone()
+        if unmarked:
+            raise ValueError(
+                f"{unmarked} documents of the pool have no `{column}`; annotate with --scorer {scorer} first"
+            )
+        dropped["dedup"] = int(removed)
+        keep = "__dup"
+    if recipe.rank is not None:
+        (nulls,) = con.execute(f"SELECT count(*) FROM raw WHERE {keep} AND __score IS NULL").fetchone()
+        dropped["null_rank"] = int(nulls)
+        keep += " AND __score IS NOT NULL"
+    ranked = "__score"
+    if recipe.normalize:
+        mean, std = con.execute(f"SELECT avg(__score), stddev_pop(__score) FROM raw WHERE {keep}").fetchone()
+        if mean is not None:
+            ranked = (
+                f"((__score - {_double(mean)}) / {_double(std)})"
+                if std and std > 0
+                else f"(__score - {_double(mean)})"
+            )
+    if recipe.threshold is not None:
+        passing = f"({ranked} >= {_double(recipe.threshold)})"
+        (below,) = con.execute(f"SELECT count(*) FROM raw WHERE {keep} AND NOT {passing}").fetchone()
+        dropped["below_threshold"] = int(below)
+        keep_all = f"{keep} AND {passing}"
+    else:
+        keep_all = keep
+    (left,) = con.execute(f"SELECT count(*) FROM raw WHERE {keep_all}").fetchone()
+    if left == 0:
+        if dropped.get("below_threshold"):
+            raise RecipeError("threshold", f"no document of the pool reaches {recipe.threshold}")
+        if recipe.dedup and not dropped.get("null_rank"):
+            raise RecipeError("dedup", "no document of the filtered pool is kept")
+        raise RecipeError("rank", "is NULL for every document of the pool")
+    keys = _strata_keys(con, recipe, keep_all)
+    cols = [f"__s{i}" for i in range(len(recipe.strata.columns))]
+    # the order key: descending, ties by id (the former planner's stable sort over id order)
+    if recipe.strategy == "uniform":
+        order_key = noise_sql(recipe.seed)
+    elif recipe.strategy == "gumbel" and recipe.temperature:
+        order_key = f"({ranked} / {_double(recipe.temperature)} + {noise_sql(recipe.seed)})"
+    else:
+        order_key = ranked
+    if cols:
+        _register(
+            con,
+            "keys",
+            {
+                "s": np.arange(len(keys), dtype=np.int64),
+                **{c: [k[n] for k in keys] for c, n in zip(cols, recipe.strata.columns)},
+            },
+        )
+        on = " AND ".join(f"r.{c} IS NOT DISTINCT FROM k.{c}" for c in cols)
+        join, stratum = f" JOIN keys k ON {on}", "k.s"
+    else:
+        join, stratum = "", "0::BIGINT"
+    removed_by_key = {}
+    if recipe.dedup:  # per pool stratum; a key left with no document counts in pool.dropped only
+        q = f"SELECT {stratum} AS s, count(*) FROM raw r{join} WHERE NOT __dup GROUP BY 1"
+        removed_by_key = dict(con.execute(q).fetchall())
+    # the generated names (__score, __dup, id) exist in `raw` only: no qualification needed
+    con.execute(
+        f"CREATE TABLE pool AS SELECT id, __score AS raw, {order_key} AS k, CAST(__tokens AS BIGINT) AS tokens, "
+        f"CAST(__chars AS BIGINT) AS chars, {stratum} AS s FROM raw r{join} WHERE {keep_all}"
+    )
+    con.execute("DROP TABLE raw")
+    if cols:
+        con.execute("DROP TABLE keys")
+    counting = {"method": "stats.tokens_est", "note": "UTF-8 bytes / 4 (scorers/stats.py)"}
+    if recipe.tokenizer:
+        from assay.corpora.shards import sha256_file
+
+        _count_tokens_ooc(con, root, recipe.tokenizer)
+        counting = {"method": "tokenizer", "path": recipe.tokenizer, "sha256": sha256_file(recipe.tokenizer)}
+    budget = recipe.budget
+    unit = budget.unit if budget else "docs"
+    size = {"tokens": "tokens", "chars": "chars", "docs": "1"}[unit]
+    agg = {
+        r[0]: r[1:]
+        for r in con.execute(
+            f"SELECT s, count(*), sum(tokens), sum(chars), sum({size}), min(k), max(k) FROM pool GROUP BY s"
+        ).fetchall()
+    }
+    n_strata = len(keys)
+    pool_docs = np.array([agg[s][0] if s in agg else 0 for s in range(n_strata)], dtype=np.int64)
+    pool_tokens = [int(agg[s][1]) if s in agg else 0 for s in range(n_strata)]
+    pool_chars = [int(agg[s][2]) if s in agg else 0 for s in range(n_strata)]
+    units = [int(agg[s][3]) if s in agg else 0 for s in range(n_strata)]
+    unit_pool = np.array(units, dtype=np.float64)
+    if budget is None:
+        target, quotas, weights = None, None, unit_pool / max(unit_pool.sum(), 1)
+    else:
+        total = unit_pool.sum()
+        target = budget.amount if budget.amount is not None else max(int(round(budget.fraction * total)), 1)
+        weights = _leaf_weights(keys, recipe, unit_pool)
+        quotas = largest_remainder(target, weights)
+    full = np.zeros(n_strata, dtype=np.int64)
+    rest = np.zeros(n_strata, dtype=np.int64)
+    if quotas is None:
+        full[:] = 1
+    else:
+        for s, key in enumerate(keys):
+            if quotas[s] > recipe.max_epochs * unit_pool[s]:
+                passes = quotas[s] / unit_pool[s] if unit_pool[s] else float("inf")
+                raise RecipeError(
+                    "max_epochs",
+                    f"stratum {_describe_key(key)} needs {passes:.2f} passes over its {unit_pool[s]:.0f} pool "
+                    f"{unit} to fill its quota of {quotas[s]} {unit}, but max_epochs is {recipe.max_epochs}; "
+                    "raise max_epochs or lower the budget or this stratum's weight",
+                )
+            if quotas[s] > 0 and units[s] > 0:
+                full[s], rest[s] = divmod(int(quotas[s]), units[s])
+    cut_k, cut_id = _cuts(con, agg, rest, size)
+    has_cut = [s in cut_k for s in range(n_strata)]
+    _register(
+        con,
+        "cuts",
+        {
+            "s": np.arange(n_strata, dtype=np.int64),
+            "full": full,
+            "has_cut": has_cut,
+            "ck": [cut_k.get(s, 0.0) for s in range(n_strata)],
+            "cid": [cut_id.get(s, "") for s in range(n_strata)],
+        },
+    )
+    con.execute(
+        f"CREATE TABLE chosen AS SELECT * FROM (SELECT p.id, p.raw, p.s, p.tokens, p.chars, {size} AS size, "
+        "c.full + CASE WHEN c.has_cut AND (p.k > c.ck OR (p.k = c.ck AND p.id <= c.cid)) THEN 1 ELSE 0 END AS copies "
+        "FROM pool p JOIN cuts c USING (s)) WHERE copies > 0"
+    )
+    con.execute("DROP TABLE pool")
+    got = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT s, count(*), sum(copies), sum(tokens * copies), sum(chars * copies), sum(size * copies), "
+            "count(*) FILTER (copies > 1), max(copies), min(raw), max(raw) FROM chosen GROUP BY s"
+        ).fetchall()
+    }
+    strata_report = []
+    for s, key in enumerate(keys):
+        g = got.get(s, (0, 0, 0, 0, 0, 0, 0, None, None))
+        item = {
+            "key": key,
+            "weight": round(float(weights[s]), 9),
+            "quota": None if quotas is None else int(quotas[s]),
+            "pool_docs": int(pool_docs[s]),
+            "pool_tokens": pool_tokens[s],
+            "pool_chars": pool_chars[s],
+            "selected_docs": int(g[0]),
+            "rows": int(g[1]),
+            "tokens": int(g[2]),
+            "chars": int(g[3]),
+            "epochs": round(float(int(g[4]) / unit_pool[s]), 6) if unit_pool[s] else 0.0,
+            "repeated_docs": int(g[5]),
+            "max_copies": int(g[6]) if g[6] is not None else 0,
+            "score_min": None if g[7] is None else float(g[7]),
+            "score_max": None if g[8] is None else float(g[8]),
+        }
+        if recipe.dedup:
+            item["dedup_removed"] = int(removed_by_key.get(s, 0))
+        strata_report.append(item)
+    sel = [sum(int(g[i]) for g in got.values()) for i in range(6)]
+    max_copies = max((int(g[6]) for g in got.values()), default=0)
+    report = {
+        "budget": {
+            "unit": unit,
+            "amount": budget.amount if budget else None,
+            "fraction": budget.fraction if budget else None,
+            "compute_flops": budget.compute_flops if budget else None,
+            "target": target,
+            "selected": sel[4],
+            "overshoot": None if target is None else sel[4] - target,
+        },
+        "pool": {
+            "docs": int(pool_docs.sum()),
+            "tokens": sum(pool_tokens),
+            "chars": sum(pool_chars),
+            "dropped": dropped,
+        },
+        "selected": {
+            "docs": sel[0],
+            "rows": sel[1],
+            "tokens": sel[2],
+            "chars": sel[3],
+            "repeated_docs": sel[5],
+            "max_copies": max_copies,
+        },
+        "strata": strata_report,
+    }
+    return report, counting, max_copies
+
+
+def _cuts(con, agg: dict, rest: np.ndarray, size: str) -> tuple[dict, dict]:
+    """For each stratum with a partial pass to fill (`rest` units), the last document taken:
+    (its order key, its id). A histogram of units over the order key finds the bucket the cut
+    falls in; only that bucket is then sorted (exact, ties by id)."""
+    need = {s: int(r) for s, r in enumerate(rest) if r > 0}
+    if not need:
+        return {}, {}
+    lo = [agg[s][4] for s in need]
+    hi = [agg[s][5] for s in need]
+    _register(
+        con,
+        "bounds",
+        {
+            "s": np.array(list(need), dtype=np.int64),
+            "lo": np.array(lo, np.float64),
+            "hi": np.array(hi, np.float64),
+        },
+    )
+    bucket = (
+        f"CASE WHEN b.hi > b.lo AND isfinite(b.hi - b.lo) AND isfinite(p.k) "
+        f"THEN least({BUCKETS - 1}, floor((p.k - b.lo) / (b.hi - b.lo) * {BUCKETS}))::BIGINT ELSE 0 END"
+    )
+    hist = con.execute(
+        f"SELECT p.s, {bucket} AS bucket, sum({size})::BIGINT FROM pool p JOIN bounds b USING (s) GROUP BY 1, 2"
+    ).fetchall()
+    by_s: dict = {}
+    for s, b, u in hist:
+        by_s.setdefault(s, []).append((b, u))
+    boundary, left = {}, {}
+    for s, r in need.items():
+        acc = 0
+        for b, u in sorted(by_s[s], reverse=True):
+            if acc + u >= r:
+                boundary[s], left[s] = b, r - acc
+                break
+            acc += u
+    _register(
+        con,
+        "boundary",
+        {
+            "s": np.array(list(boundary), dtype=np.int64),
+            "bucket": np.array(list(boundary.values()), dtype=np.int64),
+        },
+    )
+    reader = con.sql(
+        f"SELECT p.s, p.k, p.id, {size}::BIGINT AS size FROM pool p JOIN bounds b USING (s) "
+        f"JOIN boundary c ON c.s = p.s AND c.bucket = {bucket} ORDER BY p.s, p.k DESC, p.id"
+    ).to_arrow_reader(65_536)
+    cut_k, cut_id = {}, {}
+    acc: dict = {}
+    done: set = set()
+    for batch in reader:
+        ss = batch.column(0).to_numpy()
+        ks = batch.column(1).to_numpy()
+        sizes = batch.column(3).to_numpy()
+        ids = batch.column(2)
+        for s in np.unique(ss).tolist():
+            if s in done:
+                continue
+            idx = np.nonzero(ss == s)[0]
+            got = acc.get(s, 0)
+            # take while the running total before a row is short of what is left (take_until)
+            before = got + np.cumsum(sizes[idx]) - sizes[idx]
+            taken = idx[before < left[s]]
+            if len(taken):
+                last = int(taken[-1])
+                cut_k[s], cut_id[s] = float(ks[last]), ids[last].as_py()
+                acc[s] = int(got + sizes[taken].sum())
+            if acc.get(s, 0) >= left[s]:
+                done.add(s)
+        if len(done) == len(left):
+            break
+    reader.close()  # the rest of the sorted bucket is not needed
+    con.execute("DROP TABLE bounds")
+    con.execute("DROP TABLE boundary")
+    return cut_k, cut_id
+
+
+def _pieces(con, root: Path, max_copies: int):
+    """(docs shard, rows, scores, copy) for the mixture writer: every chosen document located
+    once in the docs shards, then streamed pass by pass in (shard, row) order."""
+    from assay.corpora.catalog import sql_literal
+
+    glob = sql_literal(str((root / "docs").resolve() / "part-*.parquet"))
+    con.execute(
+        f"CREATE TABLE loc AS SELECT d.filename, d.file_row_number AS row, c.copies, c.raw FROM chosen c "
+        f"JOIN read_parquet({glob}, filename=true, file_row_number=true) d USING (id)"
+    )
+    (found,) = con.execute("SELECT count(*) FROM loc").fetchone()
+    (wanted,) = con.execute("SELECT count(*) FROM chosen").fetchone()
+    if found != wanted:
+        raise ValueError(f"{wanted - found} selected ids are not in the docs shards of {root}")
+    con.execute("DROP TABLE chosen")
+
+    def stream():
+        for copy in range(max_copies):
+            reader = con.sql(
+                f"SELECT filename, row, raw FROM loc WHERE copies > {copy} ORDER BY filename, row"
+            ).to_arrow_reader(65_536)
+            for path, rows, extra in _by_file(reader, ["raw"]):
+                yield path, rows, extra["raw"].to_numpy(zero_copy_only=False), copy
+
+    return stream()
+
+
+def select(
+    root: str | Path,
+    recipe: Recipe,
+    name: str,
+    recipe_text: str | None = None,
+    force: bool = False,
+    memory: str | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Check everything, choose documents, then write `mixtures/<name>/`; returns its manifest.
+
+    Out of core: the filtered pool goes to a DuckDB file under `.assay/tmp/`, per-stratum cuts
+    come from histograms plus one sorted boundary bucket, and the chosen documents stream to the
+    writer one docs shard at a time. DuckDB holds at most `memory` (else the recipe's `memory`,
+    else DEFAULT_MEMORY) and spills to that folder beyond it; `threads` caps its threads."""
+    import shutil
+    import uuid
+
+    import duckdb
+
+    from assay.corpora.manifest import require_root
+    from assay.corpora.mixture import check_name, write_mixture_pieces
+    from assay.pipelines.recipe import DEFAULT_MEMORY, check_memory
+
+    root = require_root(root)
+    started = time.time()
+    check_name(root, name, force)
+    memory = check_memory(memory, "--memory") if memory is not None else (recipe.memory or DEFAULT_MEMORY)
+    base = root / ".assay" / "tmp"
+    for stale in base.glob(f"select-{name}-*"):  # left by a killed run of this name
+        shutil.rmtree(stale, ignore_errors=True)
+    work = base / f"select-{name}-{uuid.uuid4().hex[:8]}"
+    (work / "spill").mkdir(parents=True)
+    try:
+        con = _connect(work, memory, threads)
+        try:
+            _build_raw(con, root, recipe)
+            report, counting, max_copies = _plan_out_of_core(con, root, recipe)
+            manifest = _manifest(root, name, recipe, counting, report, started)
+            return write_mixture_pieces(
+                root, name, _pieces(con, root, max_copies), manifest, recipe_text, force
+            )
+        except duckdb.OutOfMemoryException as exc:
+            raise ValueError(
+                f"selection ran out of memory under the {memory} cap ({str(exc).splitlines()[0]}); "
+                "raise --memory or the recipe's `memory`"
+            ) from None
+        except duckdb.Error as exc:  # e.g. a rank that fails on some row: one line, not a traceback
+            raise ValueError(f"selection failed in DuckDB: {str(exc).splitlines()[0]}") from None
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -16,6 +16,9 @@ def _strata_table(manifest: dict, title: str):
         table.add_column(col, justify="left" if col == "stratum" else "right")
     for col in ("epochs", "repeated", "score min"):
         table.add_column(col, justify="right")
+    dedup = any("dedup_removed" in s for s in manifest["strata"])
+    if dedup:
+        table.add_column("dedup removed", justify="right")
     for s in manifest["strata"]:
         key = ", ".join(f"{k}={v}" for k, v in s["key"].items()) or "(all)"
         table.add_row(
@@ -30,6 +33,7 @@ def _strata_table(manifest: dict, title: str):
             f"{s['epochs']:.3f}",
             f"{s['repeated_docs']:,}",
             "-" if s["score_min"] is None else f"{s['score_min']:.4g}",
+            *([f"{s['dedup_removed']:,}"] if dedup else []),
         )
     return table
 
@@ -54,21 +58,35 @@ def _summary(manifest: dict) -> str:
     "--name", required=True, help="Mixture name: the folder mixtures/NAME and the view mixture_NAME."
 )
 @click.option("--force", is_flag=True, help="Replace an existing mixture of this name.")
-def select(root, recipe_path, name, force):
+@click.option(
+    "--memory",
+    default=None,
+    help="DuckDB memory cap while selecting, e.g. 2GB (overrides the recipe's `memory`; default 1GB). "
+    "Beyond it the pool spills to .assay/tmp/ under the root.",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="DuckDB threads [default: all cores]."
+)
+def select(root, recipe_path, name, force, memory, threads):
     """Select documents from a YAML recipe into mixtures/NAME (Parquet shards + manifest.json).
 
     Recipe fields: filter (SQL over the annotations view), rank (column or SQL expression),
     normalize, strategy (threshold | topk | gumbel | uniform), temperature, threshold, budget
     (tokens | chars | docs | fraction_of_tokens | fraction_of_chars | fraction_of_docs, or
     fraction_of_tokens: betr with compute_flops), strata (list of columns, or {column: {value:
-    weight}}), max_epochs, tokenizer (tokenizer.json), seed. A bad recipe writes nothing.
+    weight}}), max_epochs, tokenizer (tokenizer.json), dedup (fuzzy: keep dup_is_first from
+    --scorer minhash; exact: keep dup_exact_first from --scorer exact_dup), memory, seed. A bad
+    recipe writes nothing. Selection runs out of core: memory stays under the cap whatever the
+    corpus size.
     """
     from assay.pipelines.recipe import RecipeError, load_recipe
     from assay.pipelines.select import select as run_select
 
     try:
         recipe, text = load_recipe(recipe_path)
-        manifest = run_select(root, recipe, name, recipe_text=text, force=force)
+        manifest = run_select(
+            root, recipe, name, recipe_text=text, force=force, memory=memory, threads=threads
+        )
     except (RecipeError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     from rich.console import Console

@@ -95,6 +95,10 @@ def test_tokenizer_path_resolves_against_the_recipe_folder(tmp_path):
         ({"rank": "x", "budget": {"docs": 3}, "tokenizer": "/nonexistent/tokenizer.json"}, "tokenizer"),
         ({"rank": "x", "budget": {"docs": 3}, "ranking": "y"}, "ranking"),
         ({"rank": "x", "strategy": "threshold", "threshold": 1, "strata": ["source"]}, "strata"),
+        ({"rank": "x", "budget": {"docs": 3}, "dedup": "minhash"}, "dedup"),
+        ({"rank": "x", "budget": {"docs": 3}, "dedup": True}, "dedup"),
+        ({"rank": "x", "budget": {"docs": 3}, "memory": "lots"}, "memory"),
+        ({"rank": "x", "budget": {"docs": 3}, "memory": 2}, "memory"),
     ],
 )
 def test_bad_recipes_name_the_field(raw, field):
@@ -120,3 +124,12 @@ def test_to_json_round_trips_weights_with_null_keys():
     recipe = parse_recipe({"rank": "x", "budget": {"docs": 3}, "strata": {"lang": {"en": 0.5, None: 0.5}}})
     assert recipe.strata.weights == {"en": 0.5, None: 0.5}
     assert recipe.to_json()["strata"]["weights"] == [["en", 0.5], [None, 0.5]]
+
+
+def test_dedup_and_memory_fields():
+    recipe = parse_recipe({"rank": "x", "budget": {"docs": 3}, "dedup": "fuzzy", "memory": "512MiB"})
+    assert recipe.dedup == "fuzzy" and recipe.memory == "512MiB"
+    assert parse_recipe({"rank": "x", "budget": {"docs": 3}, "dedup": "exact"}).dedup == "exact"
+    plain = parse_recipe({"rank": "x", "budget": {"docs": 3}})
+    assert plain.dedup is None and plain.memory is None
+    assert recipe.to_json()["dedup"] == "fuzzy"

@@ -20,7 +20,7 @@ from assay.pipelines.annotate import annotate
 from assay.pipelines.cli import main
 from assay.pipelines.ingest import ingest
 from assay.pipelines.recipe import RecipeError, betr_fraction, parse_recipe
-from assay.pipelines.select import largest_remainder, load_pool, rank_order, select, take_until
+from assay.pipelines.select import _load_pool, hash_gumbel, largest_remainder, select, take_until
 
 RANK = "ln(words) - ln(lines + 1)"  # a real, mostly distinct score over stats columns
 
@@ -131,14 +131,16 @@ def _softmax_inclusion(scores: np.ndarray, tau: float, k: int) -> np.ndarray:
 
 def test_gumbel_matches_exp_score_over_tau_inclusion(root):
     recipe = parse_recipe({"rank": RANK, "strategy": "gumbel", "temperature": 1.0, "budget": {"docs": 3}})
-    pool, _ = load_pool(root, recipe)
+    pool, _ = _load_pool(root, recipe)
     scores = pool.score[:8]  # eight real z-normalised scores
+    ids = pool.ids[:8]
     assert np.ptp(scores) > 0.5  # spread enough that the test can tell exp(s/tau) from uniform
     trials, k, tau = 6000, 3, 1.0
     hits = np.zeros(len(scores))
     first = np.zeros(len(scores))
     for seed in range(trials):
-        order = rank_order(scores, "gumbel", tau, np.random.default_rng(seed))
+        # the keys `select` uses: score/tau + Gumbel noise hashed from (id, seed)
+        order = np.argsort(-(scores / tau + hash_gumbel(ids, seed)), kind="stable")
         taken = take_until(np.ones(len(scores), np.int64)[order], k)
         hits[order[taken > 0]] += 1
         first[order[0]] += 1
