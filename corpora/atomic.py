@@ -6,6 +6,7 @@ temporaries carry the suffix ``.tmp-assay`` so a rerun can sweep them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -37,7 +38,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    # a full disk is one clear error from every stage that writes a manifest or record
+    with disk_full_is_clear(Path(path).parent), atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -58,3 +60,37 @@ def sweep_temporaries(folder: str | os.PathLike) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """The device under a corpus root ran out of space; the message says what to do."""
+
+    user_facing = True  # the CLI prints it as one line
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextmanager
+def disk_full_is_clear(where: str | os.PathLike) -> Iterator[None]:
+    """Turn "no space left on device" (and a full quota) into one clear DiskFull line.
+
+    Every write is atomic, so what the run left is whole files and temporaries that the rerun
+    sweeps: freeing space and running the same command again resumes.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE or isinstance(exc, DiskFull):
+            raise
+        raise DiskFull(
+            f"{where}: no space left on the device ({exc.filename or exc.strerror}); "
+            "free some space and rerun the same command, it resumes"
+        ) from None

@@ -293,7 +293,7 @@ def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
     always the newest manifest's catalog."""
     import duckdb
 
-    from assay.corpora.atomic import temp_path_for
+    from assay.corpora.atomic import TMP_SUFFIX, temp_path_for
     from assay.corpora.manifest import (
         _parse,
         empty_manifest,
@@ -313,6 +313,9 @@ def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
         if sources is None:
             manifest = _parse(raw.decode(), join(root, "manifest.json")) if raw else empty_manifest()
             sources = manifest_sources(root, manifest)
+        # under the lock no other refresh is building one: what is left was left by a killed refresh
+        for stale in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}*"):
+            stale.unlink(missing_ok=True)
         tmp = temp_path_for(path)
         wal = Path(str(tmp) + ".wal")
         try:

@@ -24,9 +24,11 @@ from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.inputs import InputFile
 from assay.corpora.manifest import load_manifest, save_manifest, tool_versions
 from assay.corpora.readers import (
+    ByteRange,
     arrow_schema,
     detect_format,
     jsonl_fields_found,
+    jsonl_split_points,
     read_arrow,
     read_jsonl,
     read_parquet,
@@ -36,7 +38,7 @@ from assay.corpora.readers import (
 )
 from assay.corpora.records import FieldMap, schema_has_path
 from assay.corpora.schema import DOCS_SCHEMA, QUARANTINE_SCHEMA
-from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
+from assay.corpora.shards import COMPRESSION, sha256_file, write_table_atomic
 
 TXT_MODES = ("file", "line")
 
@@ -52,6 +54,8 @@ class IngestOptions:
     shard_rows: int = 100_000
     shard_bytes: int = 512 * 1024 * 1024
     unit_rows: int = 1_000_000  # big Parquet inputs are split into units of about this many rows
+    # big uncompressed JSONL inputs are split into line-aligned byte ranges of about this size (0: never)
+    split_bytes: int = 0
     max_record_bytes: int = 64 * 1024 * 1024
     raw_cap: int = 64 * 1024
     txt_mode: str = "file"  # .txt inputs: one document per file, or per non-blank line ("line")
@@ -59,6 +63,10 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if self.txt_mode not in TXT_MODES:
             raise ValueError(f"--txt-mode must be one of {', '.join(TXT_MODES)}, not {self.txt_mode!r}")
+        if self.split_bytes < 0:
+            raise ValueError(
+                f"--split-bytes must be 0 (never split) or a positive size, not {self.split_bytes}"
+            )
 
     def fields(self) -> FieldMap:
         return FieldMap(
@@ -89,6 +97,20 @@ FIELD_OPTIONS = (
     ("source_field", "--source-field"),
 )
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """`64MB`, `64M`, `64MiB`, `1.5G`, `4096` or `0` as bytes (K, M, G, T are powers of 1024,
+    as for --shard-mb). A ValueError names what it could not read."""
+    import re
+
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
+    if not found:
+        raise ValueError(f"{text!r} is not a size (e.g. 64MB, 1.5G, 4096 or 0)")
+    return int(float(found.group(1)) * _SIZE_UNITS[found.group(2)])
+
+
 # ---------------------------------------------------------------- planning
 
 
@@ -115,6 +137,13 @@ def plan_units(files: list[InputFile], options: IngestOptions) -> list[dict[str,
             base["source"] = file.source
         meta = _parquet_metadata(fs, fpath, file.path) if kind == "parquet" and size != 0 else None
         planned.append({**base, "fs": fs, "fpath": fpath, "parquet_meta": meta})
+        if kind == "jsonl" and compression is None and 0 < options.split_bytes < size:
+            with fs.open(fpath, "rb") as raw:
+                points = jsonl_split_points(raw, size, options.split_bytes)
+            ends = [p[0] for p in points[1:]] + [size]
+            for part, ((start, first_line), end) in enumerate(zip(points, ends)):
+                units.append({**base, "byte_range": [start, end], "first_line": first_line, "part": part})
+            continue
         if meta is None:  # not Parquet, or a Parquet file cut short: one unit, which quarantines it
             units.append(base)
             continue
@@ -244,6 +273,90 @@ def run_key(units: list[dict], options: IngestOptions) -> str:
 # ---------------------------------------------------------------- phase 1: one unit
 
 
+class DocShards:
+    """Docs shards whose bytes depend on the sequence of documents alone, never on how a reader
+    happened to block them: row groups of exactly `row_group_size` rows (the last one shorter),
+    a shard closed at `max_rows` rows or once its text reaches `max_bytes`. That is what lets the
+    byte-range units of one file merge into the very shards a single unit writes.
+
+    Each shard is written under a temporary name and renamed when complete.
+    """
+
+    def __init__(
+        self, folder: Path, name_format: str, max_rows: int, max_bytes: int, row_group_size: int = 20_000
+    ):
+        self.folder, self.name_format = Path(folder), name_format
+        self.max_rows, self.max_bytes, self.row_group_size = max_rows, max_bytes, row_group_size
+        self.shards: list[dict] = []
+        self._pending: list[pa.Table] = []
+        self._n_pending = 0
+        self._writer = None
+        self._tmp: Path | None = None
+        self._rows = self._bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._pending.append(table.cast(DOCS_SCHEMA))
+            self._n_pending += table.num_rows
+            if self._n_pending >= self.row_group_size:
+                self._drain(final=False)
+
+    def _drain(self, final: bool) -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        table = pa.concat_tables(self._pending) if self._pending else DOCS_SCHEMA.empty_table()
+        while table.num_rows >= self.row_group_size or (final and table.num_rows):
+            n = min(self.row_group_size, self.max_rows - self._rows, table.num_rows)
+            sizes = np.cumsum(pc.binary_length(table.column("text").slice(0, n)).fill_null(0).to_numpy())
+            over = np.flatnonzero(self._bytes + sizes >= self.max_bytes)
+            if len(over):
+                n = int(over[0]) + 1
+            self._emit(table.slice(0, n).combine_chunks(), int(sizes[n - 1]))
+            table = table.slice(n)
+        self._pending = [table] if table.num_rows else []
+        self._n_pending = table.num_rows
+
+    def _emit(self, chunk: pa.Table, text_bytes: int) -> None:
+        import pyarrow.parquet as pq
+
+        from assay.corpora.atomic import temp_path_for
+
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._final = self.folder / self.name_format.format(len(self.shards))
+            self._tmp = temp_path_for(self._final)
+            self._writer = pq.ParquetWriter(self._tmp, DOCS_SCHEMA, compression=COMPRESSION)
+        self._writer.write_table(chunk, row_group_size=self.row_group_size)
+        self._rows += chunk.num_rows
+        self._bytes += text_bytes
+        if self._rows >= self.max_rows or self._bytes >= self.max_bytes:
+            self._close_current()
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            os.replace(self._tmp, self._final)
+            self.shards.append({"name": self._final.name, "rows": self._rows})
+            self._writer = None
+            self._rows = self._bytes = 0
+
+    def close(self) -> list[dict]:
+        self._drain(final=True)
+        self._close_current()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()  # may fail again on a full disk: the temporary goes anyway
+            except OSError:
+                pass
+            finally:
+                self._tmp.unlink(missing_ok=True)
+                self._writer = None
+
+
 def unit_record_path(root: Path, key: str, index: int) -> Path:
     return root / ".assay" / "units" / f"ingest-{key}" / f"u{index:05d}.json"
 
@@ -257,13 +370,7 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
             return json.load(f)
     opts = IngestOptions(**options)
     stage = root_p / "docs" / ".staging" / key
-    writer = ShardWriter(
-        stage,
-        DOCS_SCHEMA,
-        f"u{index:05d}-{{:04d}}.parquet",
-        max_rows=opts.shard_rows,
-        max_bytes=opts.shard_bytes,
-    )
+    writer = DocShards(stage, f"u{index:05d}-{{:04d}}.parquet", opts.shard_rows, opts.shard_bytes)
     quarantined: list[pa.Table] = []
     counts = []  # per input file of the unit
     started = time.time()
@@ -271,16 +378,16 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
     try:
         for file in unit.get("files", [unit]):
             counts.append(_read_file(file, opts, writer, quarantined, done))
+        shards = writer.close()
     except BaseException:
         writer.abort()
         raise
-    shards = writer.close()
     n_read = sum(c["records_read"] for c in counts)
     progress.report(n_read, int(unit.get("bytes_share", unit.get("bytes", 0))), final=True)
     n_docs = sum(c["docs"] for c in counts)
     n_quarantined = sum(t.num_rows for t in quarantined)
     if quarantined:
-        write_table_atomic(pa.concat_tables(quarantined), stage / f"q{index:05d}.parquet")
+        write_table_atomic(pa.concat_tables(quarantined).combine_chunks(), stage / f"q{index:05d}.parquet")
     record = {
         "unit": index,
         "path": unit["path"],
@@ -297,7 +404,7 @@ def ingest_unit(root: str, key: str, index: int, unit: dict, options: dict) -> d
     return record
 
 
-def _read_file(file: dict, opts: IngestOptions, writer: ShardWriter, quarantined: list, done: dict) -> dict:
+def _read_file(file: dict, opts: IngestOptions, writer: DocShards, quarantined: list, done: dict) -> dict:
     """One input file (or its unit's row groups) through its reader into the unit's writer."""
     import fsspec
 
@@ -307,10 +414,16 @@ def _read_file(file: dict, opts: IngestOptions, writer: ShardWriter, quarantined
 
         fields = replace(fields, default_source=file.get("source") or default_source(file["key"]))
     n_read = n_docs = n_quarantined = 0
+    own_quarantine: list[pa.Table] = []
     path, kind, compression = file["path"], file["kind"], file["compression"]
     fs, fpath = fsspec.core.url_to_fs(path)
-    with fs.open(fpath, "rb") as raw:
-        if kind == "jsonl":
+    with fs.open(fpath, "rb") as opened:
+        raw = opened
+        if kind == "jsonl" and "byte_range" in file:
+            start, end = file["byte_range"]
+            raw = ByteRange(opened, start, end)
+            blocks = read_jsonl(raw, None, fields, path, file["key"], file["first_line"], start)
+        elif kind == "jsonl":
             blocks = read_jsonl(raw, compression, fields, path, file["key"])
         elif kind == "parquet":
             blocks = read_parquet(raw, fields, path, file["key"], file.get("row_groups"))
@@ -330,9 +443,16 @@ def _read_file(file: dict, opts: IngestOptions, writer: ShardWriter, quarantined
             if block.docs.num_rows:
                 writer.write(block.docs)
             if block.quarantine.num_rows:
-                quarantined.append(block.quarantine)
+                own_quarantine.append(block.quarantine)
             at = min(raw.tell(), share) if streamed else 0
             progress.report(done["read"] + n_read, done["bytes"] + at)
+    if own_quarantine:
+        # in record order: a block reports its too-large lines first, so the order would
+        # otherwise depend on where blocks (and byte ranges) begin
+        import pyarrow.compute as pc
+
+        table = pa.concat_tables(own_quarantine)
+        quarantined.append(table.take(pc.sort_indices(table, [("line", "ascending")])))
     done["read"] += n_read
     done["bytes"] += share
     return {"path": path, "records_read": n_read, "docs": n_docs, "quarantined": n_quarantined}
@@ -351,6 +471,7 @@ def finalize(root: str | Path, key: str, units: list[dict], options: IngestOptio
     if plan_path.exists():
         plan = json.loads(plan_path.read_text())
     else:
+        records = _merge_ranges(stage, units, records, options)
         plan = _make_plan(root, stage, records, manifest)
         write_json_atomic(plan_path, plan)
     _execute_plan(root, stage, plan)
@@ -407,6 +528,49 @@ def finalize(root: str | Path, key: str, units: list[dict], options: IngestOptio
     return {"inputs": list(per_input.values()), **totals}
 
 
+def _merge_ranges(stage: Path, units: list[dict], records: list[dict], options: IngestOptions) -> list[dict]:
+    """The byte-range units of each split file become one unit's worth of staged shards, the same
+    bytes a single unit would have written (DocShards), in the first range's record.
+
+    Idempotent: the merged shards are named `m<unit>-NNNN` (the ranges' own files stay until the
+    stage is removed) and `m<unit>.json`, written last, marks the merge of a file done.
+    """
+    import pyarrow.parquet as pq
+
+    records = [dict(r) for r in records]
+    by_file: dict[str, list[int]] = {}
+    for i, unit in enumerate(units):
+        if "byte_range" in unit:
+            by_file.setdefault(unit["path"], []).append(i)
+    for indices in by_file.values():
+        if len(indices) < 2:
+            continue
+        first = indices[0]
+        marker = stage / f"m{first:05d}.json"
+        if marker.exists():
+            merged = json.loads(marker.read_text())
+        else:
+            sink = DocShards(stage, f"m{first:05d}-{{:04d}}.parquet", options.shard_rows, options.shard_bytes)
+            quarantine = []
+            for i in indices:
+                for shard in records[i]["shards"]:
+                    pf = pq.ParquetFile(stage / shard["name"])
+                    for g in range(pf.num_row_groups):
+                        sink.write(pf.read_row_group(g))
+                if records[i]["quarantined"]:
+                    quarantine.append(pq.read_table(stage / f"q{i:05d}.parquet"))
+            merged = {"shards": sink.close(), "quarantined": sum(t.num_rows for t in quarantine)}
+            if quarantine:
+                table = pa.concat_tables(quarantine).combine_chunks()
+                write_table_atomic(table, stage / f"qm{first:05d}.parquet")
+            write_json_atomic(marker, merged)
+        for i in indices:
+            records[i] = {**records[i], "shards": [], "quarantined": 0}
+        records[first].update(shards=merged["shards"], quarantined=merged["quarantined"])
+        records[first]["quarantine_file"] = f"qm{first:05d}.parquet"
+    return records
+
+
 def _file_entry(path: Path, rows: int) -> dict:
     return {"rows": rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
@@ -457,7 +621,7 @@ def _make_plan(root: Path, stage: Path, records: list[dict], manifest: dict) -> 
         final = f"docs/part-{next_doc + i:05d}.parquet"
         drop = duplicates.get(name, [])
         docs_moves.append({"staged": name, "final": final, "drop_rows": drop, "rows": rows[name] - len(drop)})
-    q_staged = [f"q{r['unit']:05d}.parquet" for r in records if r["quarantined"]]
+    q_staged = [r.get("quarantine_file", f"q{r['unit']:05d}.parquet") for r in records if r["quarantined"]]
     q_staged += [f"dup-{m['staged']}" for m in docs_moves if m["drop_rows"]]
     q_moves = [
         {"staged": name, "final": f"quarantine/part-{next_q + i:05d}.parquet", "rows": None}

@@ -22,6 +22,7 @@ from assay.corpora.records import (
     QuarantineBuffer,
     build_docs,
     drop_nulls,
+    encode_meta,
     field_column,
     has_path,
     json_default,
@@ -135,16 +136,18 @@ def _decompressed_chunks(
                 if not finished:
                     yield b"", "truncated zstd stream"
                 return
+            out = b""
             try:
-                out = d.decompress(comp)
+                while comp:  # concatenated frames: whatever follows one frame starts the next
+                    if d.eof:
+                        d = zstandard.ZstdDecompressor().decompressobj()
+                    out += d.decompress(comp)
+                    finished, comp = d.eof, d.unused_data if d.eof else b""
             except zstandard.ZstdError as exc:
+                if out:
+                    yield out, None
                 yield b"", f"corrupt zstd stream: {exc}"
                 return
-            finished = d.eof
-            if finished and d.unused_data:
-                rest, d = d.unused_data, zstandard.ZstdDecompressor().decompressobj()
-                out += d.decompress(rest)
-                finished = d.eof
             if out:
                 yield out, None
         return
@@ -317,20 +320,21 @@ def _records_to_table(records: list[dict], fields: FieldMap) -> pa.Table:
         top, nested = meta_exclusions(list(r), fields)
         metas.append(drop_nulls(without_paths({k: v for k, v in r.items() if k not in top}, nested)))
     # Pre-encoded meta travels as a column that build_docs passes through untouched.
-    return table.append_column(PRE_ENCODED_META, pa.array([orjson.dumps(m).decode() for m in metas]))
+    return table.append_column(PRE_ENCODED_META, pa.array([encode_meta(m) for m in metas], pa.string()))
 
 
 def _line_blocks(
-    raw: io.BufferedIOBase, compression: str | None
+    raw: io.BufferedIOBase, compression: str | None, first_line: int = 0, base_offset: int = 0
 ) -> Iterator[tuple[bytes, int, int, str | None]]:
     """Blocks of whole lines as (block, lines before it, bytes before it, None).
 
     When the stream breaks, the last item is (the bytes after the last whole line, lines before
-    them, their offset, the error). A final line without a newline gets one.
+    them, their offset, the error). A final line without a newline gets one. A byte range of a
+    file starts counting at its first line and byte (`first_line`, `base_offset`).
     """
     pending = b""
-    line_no = 0  # lines consumed so far
-    offset = 0  # decompressed bytes consumed so far
+    line_no = first_line  # lines consumed so far
+    offset = base_offset  # decompressed bytes consumed so far
     for chunk, error in _prefetched(_decompressed_chunks(raw, compression)):
         pending += chunk
         if len(pending) < BLOCK_BYTES and error is None:
@@ -358,12 +362,22 @@ def _truncated_block(rest: bytes, line_no: int, offset: int, error: str, quarant
 
 
 def read_jsonl(
-    raw: io.BufferedIOBase, compression: str | None, fields: FieldMap, source_file: str, input_key: str
+    raw: io.BufferedIOBase,
+    compression: str | None,
+    fields: FieldMap,
+    source_file: str,
+    input_key: str,
+    first_line: int = 0,
+    base_offset: int = 0,
 ) -> Iterator[Block]:
-    """Stream a JSON-lines file in blocks of whole lines (line numbers are 1-based)."""
+    """Stream a JSON-lines file in blocks of whole lines (line numbers are 1-based).
+
+    `raw` may be a byte range of the file that starts on a line start (see ByteRange): its
+    lines are numbered, and its offsets counted, from `first_line` and `base_offset`.
+    """
     quarantine = QuarantineBuffer(source_file, fields.raw_cap)
     schema_hint: dict = {}
-    for block, line_no, offset, error in _line_blocks(raw, compression):
+    for block, line_no, offset, error in _line_blocks(raw, compression, first_line, base_offset):
         if error is None:
             yield _jsonl_block(
                 block, line_no, offset, fields, source_file, input_key, quarantine, schema_hint
@@ -403,7 +417,10 @@ def _jsonl_block(
     keep_idx = np.flatnonzero(candidate & ~too_large)
     n_read = int(candidate.sum())
     lines = [block[starts[i] : ends[i]] for i in keep_idx]
-    table = _parse_block_fast(lines, fields, schema_hint) if lines else None
+    # Arrow's JSON reader is for blocks of objects only: a line starting with anything but `{`
+    # (a bare `null` there crashes pyarrow 26's reader outright) takes the line-by-line path
+    objects = len(lines) and bool(np.all(np.frombuffer(block, dtype=np.uint8)[starts[keep_idx]] == 123))
+    table = _parse_block_fast(lines, fields, schema_hint) if objects else None
     if table is not None:
         keep, reasons = text_problems(field_column(table, fields.text), fields.max_record_bytes)
         if reasons:
@@ -481,7 +498,15 @@ def read_parquet(
     groups = list(range(pf.num_row_groups)) if row_groups is None else row_groups
     for g in groups:
         first_row = sum(pf.metadata.row_group(i).num_rows for i in range(g))
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[g]):
+        try:  # a whole row group first: a corrupt page anywhere in it fails the group alone
+            batches = list(pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[g]))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            n = pf.metadata.row_group(g).num_rows
+            detail = f"row group {g} (rows {first_row}..{first_row + n - 1}) unreadable: {exc}"
+            quarantine.add(first_row, None, "truncated", detail, b"")
+            yield Block(DOCS_SCHEMA.empty_table(), quarantine.take(), 1)
+            continue
+        for batch in batches:
             table = pa.Table.from_batches([batch])
             offsets = np.arange(first_row, first_row + table.num_rows)
             first_row += table.num_rows
@@ -613,6 +638,64 @@ def _as_utf8(col: pa.ChunkedArray) -> tuple[pa.Array, dict[int, tuple[int, bytes
             values.append(None)
             invalid[j] = (exc.start, v)
     return pa.array(values, pa.string()), invalid
+
+
+# ---------------------------------------------------------------- byte ranges of big JSONL files
+
+
+class ByteRange:
+    """Bytes [start, end) of a seekable file, read as a stream of their own (one work unit of a
+    big uncompressed JSON-lines file; `tell` counts from `start`)."""
+
+    def __init__(self, raw: io.BufferedIOBase, start: int, end: int):
+        raw.seek(start)
+        self.raw, self.start, self.left = raw, start, end - start
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        out = self.raw.read(self.left if n is None or n < 0 else min(n, self.left))
+        self.left -= len(out)
+        return out
+
+    def tell(self) -> int:
+        return self.raw.tell() - self.start
+
+
+def jsonl_split_points(
+    raw: io.BufferedIOBase, size: int, split_bytes: int, read_size: int = 16 * 1024 * 1024
+) -> list[tuple[int, int]]:
+    """Where to cut an uncompressed JSON-lines file into byte ranges of about `split_bytes`:
+    (start, lines before it) per range, each start a line start, the first (0, 0).
+
+    One pass that only counts newlines (derived ids and quarantine rows carry line numbers, so
+    a range must know how many lines come before it); no JSON is parsed.
+    """
+    points = [(0, 0)]
+    pos = lines = 0
+    raw.seek(0)
+    while pos + split_bytes < size:
+        target = pos + split_bytes  # the range starts at the first line start at or after this
+        while pos < target - 1:
+            chunk = raw.read(min(read_size, target - 1 - pos))
+            if not chunk:
+                return points
+            lines += chunk.count(b"\n")
+            pos += len(chunk)
+        while True:  # to the end of the line that byte target-1 is in
+            chunk = raw.read(64 * 1024)
+            if not chunk:
+                return points
+            at = chunk.find(b"\n")
+            if at >= 0:
+                pos, lines = pos + at + 1, lines + 1
+                raw.seek(pos)
+                break
+            pos += len(chunk)
+        if pos >= size:
+            break
+        points.append((pos, lines))
+    return points
 
 
 # ---------------------------------------------------------------- plain text
@@ -858,6 +941,12 @@ def read_warc(
         except breaks as exc:
             n_read += 1
             quarantine.add(index, None, "truncated", f"WARC breaks in record {index}: {exc}", b"")
+            break
+        except Exception as exc:  # noqa: BLE001 - warcio fails on a mangled header in many ways
+            # nothing marks where the next record starts: the rest of the file is lost with it
+            n_read += 1
+            detail = f"WARC breaks in record {index}: malformed record ({type(exc).__name__}: {exc})"
+            quarantine.add(index, None, "truncated", detail, b"")
             break
         index += 1
         if parsed is None:  # not HTML (or undecodable): not a document candidate

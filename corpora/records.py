@@ -181,7 +181,14 @@ def meta_column(table: pa.Table, fields: FieldMap) -> pa.Array:
     rows = table.select(rest).to_pylist()
     if nested:
         rows = [without_paths(r, nested) for r in rows]
-    return pa.array([orjson.dumps(drop_nulls(r), default=json_default).decode() for r in rows], pa.string())
+    return pa.array([encode_meta(drop_nulls(r)) for r in rows], pa.string())
+
+
+def encode_meta(meta: dict) -> str:
+    """meta as JSON with its keys sorted (at every depth): a record's meta must not depend on
+    which reader path, block or byte range read it, and Arrow's JSON reader orders fields by
+    first appearance in a block, not as each record wrote them."""
+    return orjson.dumps(meta, default=json_default, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def string_or_null(table: pa.Table, path: str) -> pa.Array:

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from assay.corpora.atomic import sweep_temporaries
+from assay.corpora.atomic import disk_full_is_clear, sweep_temporaries
 from assay.corpora.catalog import refresh_catalog
 from assay.corpora.ingest import IngestOptions, finalize, plan_units, run_key, unit_record_path
 from assay.corpora.inputs import expand_inputs
@@ -25,9 +25,21 @@ def ingest(
     """Ingest inputs into the corpus root; resumes a killed run with the same inputs and options.
 
     The summary lists, per input, records read = docs + quarantined, and under `skipped` the
-    files that folders or globs matched but Assay cannot read.
+    files that folders or globs matched but Assay cannot read. A full disk is one DiskFull line;
+    freeing space and calling again resumes.
     """
-    root = Path(root)
+    with disk_full_is_clear(root):
+        return _ingest(inputs, Path(root), options, config, append, quiet)
+
+
+def _ingest(
+    inputs: list[str],
+    root: Path,
+    options: IngestOptions | None,
+    config: ExecutorConfig | None,
+    append: bool,
+    quiet: bool,
+) -> dict:
     options = options or IngestOptions()
     config = config or ExecutorConfig()
     found = expand_inputs(inputs, options.id_prefix)
@@ -124,13 +136,16 @@ def _totals_for(manifest: dict, key: str) -> dict:
 
 
 def _share_bytes(units: list[dict]) -> None:
-    """Each unit's part of its file's bytes (a Parquet file split by row groups shares its size),
-    so the progress bar's bytes add up to the inputs' size."""
+    """Each unit's part of its file's bytes (a Parquet file split by row groups shares its size,
+    a JSONL byte range has its length), so the progress bar's bytes add up to the inputs' size."""
     per_path: dict[str, int] = {}
     for u in units:
         per_path[u["path"]] = per_path.get(u["path"], 0) + 1
     for u in units:
-        u["bytes_share"] = int(u.get("bytes", 0)) // per_path[u["path"]]
+        if "byte_range" in u:
+            u["bytes_share"] = u["byte_range"][1] - u["byte_range"][0]
+        else:
+            u["bytes_share"] = int(u.get("bytes", 0)) // per_path[u["path"]]
 
 
 def _finished(run: dict) -> bool:

@@ -96,6 +96,13 @@ def _console():
 @click.option(
     "--max-record-mb", default=64, show_default=True, help="Records larger than this are quarantined."
 )
+@click.option(
+    "--split-bytes",
+    default="0",
+    show_default=True,
+    help="Cut each uncompressed JSONL input larger than this (e.g. 64MB) into line-aligned byte ranges, "
+    "one work unit each; the same ids and shards as one unit. 0: never.",
+)
 @click.option("--append", is_flag=True, help="Add these inputs to a root that already holds a corpus.")
 @executor_options
 def ingest(
@@ -111,6 +118,7 @@ def ingest(
     shard_rows,
     shard_mb,
     max_record_mb,
+    split_bytes,
     append,
     executor,
     workers,
@@ -123,9 +131,13 @@ def ingest(
     reason; the command prints, per input, records read = documents written + records
     quarantined, and any files it skipped. A rerun resumes.
     """
-    from assay.corpora.ingest import IngestOptions
+    from assay.corpora.ingest import IngestOptions, parse_size
     from assay.pipelines.ingest import ingest as run_ingest
 
+    try:
+        split = parse_size(split_bytes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--split-bytes") from exc
     options = IngestOptions(
         text_field=text_field,
         id_field=id_field,
@@ -137,6 +149,7 @@ def ingest(
         shard_rows=shard_rows,
         shard_bytes=shard_mb * 1024 * 1024,
         max_record_bytes=max_record_mb * 1024 * 1024,
+        split_bytes=split,
     )
     try:
         summary = run_ingest(

@@ -209,3 +209,108 @@ def test_workers_give_the_same_shards(tmp_path):
     assert one["docs"] == two["docs"]
     sums = [[s["sha256"] for s in load_manifest(tmp_path / r)["shards"]] for r in ("one", "two")]
     assert sums[0] == sums[1]
+
+
+def _big_jsonl(path: Path, n: int = 600) -> bytes:
+    """Varied records (own ids and derived ones, nested meta, dates) with bad lines among them."""
+    import random
+
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "délta", "ε", "zeta", "eta", "theta"]
+    lines = []
+    for i in range(n):
+        rec = {"text": " ".join(rng.choices(words, k=rng.randint(1, 120)))}
+        if i % 3 == 0:
+            rec["id"] = f"own-{i}"
+        if i % 5 == 0:
+            rec["meta"] = {"n": i / 7, "tags": ["a", "b"][: i % 3], "deep": {"x": None, "y": i}}
+        if i % 7 == 0:
+            rec["when"] = "2024-01-02T03:04:05"
+        line = json.dumps(rec, ensure_ascii=i % 2 == 0).encode()
+        if i % 97 == 5:
+            line = b'{"text": "cut'
+        elif i % 89 == 7:
+            line = b'{"text": "bad \xff utf-8"}'
+        elif i % 83 == 9:
+            line = b'{"text": "   "}'
+        elif i % 211 == 11:
+            line = json.dumps({"text": "long " * 2000}).encode()  # over max_record_bytes below
+        lines.append(line)
+        if i % 50 == 13:
+            lines.append(b"")  # a blank line: no record, but it counts in line numbers
+    lines.append(b'{"id": "own-3", "text": "a duplicate id"}')  # quarantined as duplicate_id
+    data = b"\n".join(lines) + b'\n{"text": "the last line has no newline"}'
+    path.write_bytes(data)
+    return data
+
+
+def test_big_jsonl_splits_into_byte_ranges_with_identical_shards(tmp_path, monkeypatch):
+    """--split-bytes cuts a JSONL file into line-aligned ranges read in parallel; the shards,
+    ids, quarantine and counts are byte-identical to reading it as one unit."""
+    from assay.corpora.ingest import plan_units
+    from assay.corpora.inputs import InputFile
+    from assay.pipelines.executor import ExecutorConfig
+
+    monkeypatch.chdir(tmp_path)
+    data = _big_jsonl(tmp_path / "big.jsonl")
+    base = {"shard_rows": 70, "max_record_bytes": 4000}
+    units = plan_units([InputFile("big.jsonl", "big.jsonl")], IngestOptions(split_bytes=12_000, **base))
+    assert len(units) > 5 and units[0]["byte_range"][0] == 0 and units[-1]["byte_range"][1] == len(data)
+    for prev, unit in zip(units, units[1:]):
+        start = unit["byte_range"][0]
+        assert prev["byte_range"][1] == start and data[start - 1 : start] == b"\n"
+        assert unit["first_line"] == data[:start].count(b"\n")
+
+    runs = {
+        "one": (IngestOptions(**base), ExecutorConfig()),
+        "split": (IngestOptions(split_bytes=12_000, **base), ExecutorConfig()),
+        "split2": (IngestOptions(split_bytes=12_000, **base), ExecutorConfig(workers=2)),
+    }
+    got = {}
+    for name, (options, config) in runs.items():
+        summary = ingest(["big.jsonl"], tmp_path / name, options, config=config, quiet=True)
+        manifest = load_manifest(tmp_path / name)
+        ids = run_query(tmp_path / name, "SELECT id FROM docs ORDER BY id").column(0).to_pylist()
+        reasons = run_query(
+            tmp_path / name, "SELECT reason, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY 1"
+        ).to_pylist()
+        got[name] = (
+            [s["sha256"] for s in manifest["shards"]],
+            [s["sha256"] for s in manifest["quarantine"]],
+            ids,
+            reasons,
+            (summary["records_read"], summary["docs"], summary["quarantined"]),
+        )
+    assert got["one"] == got["split"] == got["split2"]
+    reasons = {r["reason"] for r in got["one"][3]}
+    assert {"json", "utf8", "empty_text", "too_large", "duplicate_id"} <= reasons
+    # the last line (no newline after it) keeps its number, blank lines counted, in every range
+    last = data.count(b"\n") + 1
+    assert f"big.jsonl:{last}" in got["one"][2]
+    assert len(got["one"][0]) > 3  # several shards, so their boundaries are compared too
+
+
+def test_compressed_jsonl_is_one_unit(tmp_path):
+    """A zstd / gzip stream cannot be entered in the middle: it stays one unit, whatever the size."""
+    from assay.corpora.ingest import plan_units
+    from assay.corpora.inputs import InputFile
+
+    path = INGEST / "inaugural.jsonl.zst"
+    units = plan_units([InputFile(str(path), "z")], IngestOptions(split_bytes=1024))
+    assert len(units) == 1 and "byte_range" not in units[0]
+
+
+def test_split_size_setting():
+    from assay.corpora.ingest import parse_size
+
+    assert [parse_size(s) for s in ("64MB", "64MiB", "1.5G", "4096", "0")] == [
+        64 << 20,
+        64 << 20,
+        3 << 29,
+        4096,
+        0,
+    ]
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")
+    with pytest.raises(ValueError, match="--split-bytes"):
+        IngestOptions(split_bytes=-1)

@@ -123,3 +123,13 @@ def _options():
     from assay.corpora.ingest import IngestOptions
 
     return IngestOptions(text_field="content", id_field="doc_id")
+
+
+def test_bare_null_lines_are_quarantined_not_a_crash(tmp_path):
+    """A line that is only `null` crashed pyarrow's JSON reader (a segfault, found by the fuzz
+    tests); such lines are `not_object` rows and the objects around them are kept."""
+    src = tmp_path / "nulls.jsonl"
+    src.write_bytes(b'null\n{"text": "kept"}\nnull, "\n {"text": "indented"}\n')
+    summary = ingest([str(src)], tmp_path / "root", quiet=True)
+    assert (summary["records_read"], summary["docs"], summary["quarantined"]) == (4, 2, 2)
+    assert [r["reason"] for r in _quarantine(tmp_path / "root")] == ["not_object", "json"]
