@@ -35,11 +35,14 @@ temperature: 2.0
 budget:
   fraction_of_tokens: 0.5
 seed: 7
+dedup: fuzzy
 """
 # stage -> its command, given the root and the recipe path; run in this order
 STAGES = {
     "ingest": lambda root, recipe: ["ingest", *INPUTS, "--root", root, "--shard-rows", "8"],
     "annotate": lambda root, recipe: ["annotate", "--root", root, "--scorer", "stats"],
+    # corpus-level: signatures, clusters and annotation units in stages of their own
+    "dedup": lambda root, recipe: ["annotate", "--root", root, "--scorer", "minhash"],
     "select": lambda root, recipe: ["select", "--root", root, "--recipe", recipe, "--name", "m"],
 }
 OUTPUT_DIRS = ("docs", "quarantine", "annotations", "triples", "mixtures")
