@@ -247,6 +247,18 @@ def _leaf_weights(keys: list[dict], recipe: Recipe, unit_pool: np.ndarray) -> np
     )
 
 
+def _check_epochs(quota: float, pool: float, key: tuple, unit: str, recipe: Recipe) -> None:
+    """A stratum's quota must fit in max_epochs passes over its pool."""
+    if quota > recipe.max_epochs * pool:
+        passes = quota / pool if pool else float("inf")
+        raise RecipeError(
+            "max_epochs",
+            f"stratum {_describe_key(key)} needs {passes:.2f} passes over its {pool:.0f} pool "
+            f"{unit} to fill its quota of {quota} {unit}, but max_epochs is {recipe.max_epochs}; "
+            "raise max_epochs or lower the budget or this stratum's weight",
+        )
+
+
 def _describe_key(key: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in key.items()) or "the whole pool"
 
@@ -278,14 +290,7 @@ def _plan_selection(pool: Pool, recipe: Recipe, noise: str = "rng") -> Selection
         if quotas is None:
             counts[rows] = 1
         else:
-            if quotas[s] > recipe.max_epochs * unit_pool[s]:
-                passes = quotas[s] / unit_pool[s] if unit_pool[s] else float("inf")
-                raise RecipeError(
-                    "max_epochs",
-                    f"stratum {_describe_key(key)} needs {passes:.2f} passes over its {unit_pool[s]:.0f} pool "
-                    f"{unit} to fill its quota of {quotas[s]} {unit}, but max_epochs is {recipe.max_epochs}; "
-                    "raise max_epochs or lower the budget or this stratum's weight",
-                )
+            _check_epochs(quotas[s], unit_pool[s], key, unit, recipe)
             if noise == "hash":
                 order = rows[hash_order(pool.score[rows], pool.ids.take(rows), recipe)]
             else:
@@ -692,14 +697,7 @@ def _plan_out_of_core(con, root: Path, recipe: Recipe) -> tuple[dict, dict, int]
         full[:] = 1
     else:
         for s, key in enumerate(keys):
-            if quotas[s] > recipe.max_epochs * unit_pool[s]:
-                passes = quotas[s] / unit_pool[s] if unit_pool[s] else float("inf")
-                raise RecipeError(
-                    "max_epochs",
-                    f"stratum {_describe_key(key)} needs {passes:.2f} passes over its {unit_pool[s]:.0f} pool "
-                    f"{unit} to fill its quota of {quotas[s]} {unit}, but max_epochs is {recipe.max_epochs}; "
-                    "raise max_epochs or lower the budget or this stratum's weight",
-                )
+            _check_epochs(quotas[s], unit_pool[s], key, unit, recipe)
             if quotas[s] > 0 and units[s] > 0:
                 full[s], rest[s] = divmod(int(quotas[s]), units[s])
     cut_k, cut_id = _cuts(con, agg, rest, size)
