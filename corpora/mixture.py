@@ -31,8 +31,28 @@ EXPORT_FIELDS = ("id", "text", "source", "url", "meta")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def mixture_path(root: str | Path, name: str) -> Path:
+def mixture_path(root: str | Path, name: str) -> Path | str:
+    """The mixture's folder: a Path, or a URL string for an `s3://` root."""
+    if _is_url(root):
+        return f"{str(root).rstrip('/')}/mixtures/{name}"
     return Path(root) / "mixtures" / name
+
+
+def _is_url(path: str | Path) -> bool:
+    from assay.corpora.manifest import is_url
+
+    return is_url(path)
+
+
+def _fs(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(url).rstrip("/"))
+
+
+def _url_exists(url: str) -> bool:
+    fs, inner = _fs(url)
+    return fs.exists(inner)
 
 
 def check_name(root: str | Path, name: str, force: bool = False) -> None:
@@ -43,7 +63,9 @@ def check_name(root: str | Path, name: str, force: bool = False) -> None:
         raise ValueError(
             f"mixture name {name!r}: use letters, digits, '_', '-' or '.', not starting with a symbol"
         )
-    if mixture_path(root, name).exists() and not force:
+    folder = mixture_path(root, name)
+    exists = _url_exists(folder + "/manifest.json") if isinstance(folder, str) else folder.exists()
+    if exists and not force:
         raise ValueError(f"mixture {name!r} already exists in {root}; choose another name or pass --force")
     for other in list_mixtures(root):
         if other != name and view_name(other) == view_name(name):
@@ -180,6 +202,10 @@ def write_mixture_pieces(
 
 
 def list_mixtures(root: str | Path) -> list[str]:
+    if _is_url(root):  # a mixture is published once its manifest is
+        fs, inner = _fs(f"{str(root).rstrip('/')}/mixtures")
+        found = fs.glob(f"{inner}/*/manifest.json") if fs.exists(inner) else []
+        return sorted(p.rsplit("/", 2)[1] for p in found)
     base = Path(root) / "mixtures"
     if not base.is_dir():
         return []
@@ -190,11 +216,16 @@ def load_mixture(root: str | Path, name: str) -> dict:
     """A mixture's manifest."""
     import json
 
-    path = mixture_path(root, name) / "manifest.json"
-    if not path.is_file():
+    folder = mixture_path(root, name)
+    path = f"{folder}/manifest.json" if isinstance(folder, str) else folder / "manifest.json"
+    if not (_url_exists(path) if isinstance(path, str) else path.is_file()):
         known = ", ".join(list_mixtures(root)) or "none"
         raise ValueError(f"no mixture {name!r} in {root} (mixtures: {known})")
-    manifest = json.loads(path.read_text())
+    if isinstance(path, str):
+        fs, inner = _fs(path)
+        manifest = json.loads(fs.cat_file(inner))
+    else:
+        manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not an Assay mixture manifest (format {manifest.get('format')!r})")
     return manifest
@@ -208,9 +239,17 @@ def mixture_batches(
 
     manifest = load_mixture(root, name)
     for s in manifest["shards"]:
-        yield from pq.ParquetFile(mixture_path(root, name) / s["name"]).iter_batches(
-            batch_size, columns=columns
-        )
+        with _open_shard(root, name, s["name"]) as source:
+            yield from pq.ParquetFile(source).iter_batches(batch_size, columns=columns)
+
+
+def _open_shard(root: str | Path, name: str, shard: str):
+    """A mixture shard opened for reading (through fsspec for a URL root)."""
+    folder = mixture_path(root, name)
+    if isinstance(folder, str):
+        fs, inner = _fs(f"{folder}/{shard}")
+        return fs.open(inner, "rb")
+    return open(folder / shard, "rb")
 
 
 def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip: bool = False) -> list[dict]:
@@ -226,6 +265,8 @@ def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip:
     if fmt not in ("jsonl", "parquet"):
         raise ValueError(f"unknown export format {fmt!r}; use jsonl or parquet")
     manifest = load_mixture(root, name)
+    if _is_url(out):
+        return _export_to_url(root, name, fmt, str(out), gzip)
     out = Path(out)
     if out.is_dir() and any(out.glob("part-*")):
         raise ValueError(f"{out} already holds part-* files; export into an empty folder")
@@ -234,7 +275,11 @@ def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip:
     suffix = "parquet" if fmt == "parquet" else ("jsonl.gz" if gzip else "jsonl")
     for i, shard in enumerate(manifest["shards"]):
         dest = out / f"part-{i:05d}.{suffix}"
-        source = pq.ParquetFile(mixture_path(root, name) / shard["name"])
+        source = (
+            pq.ParquetFile(_open_shard(root, name, shard["name"]))
+            if _is_url(root)
+            else pq.ParquetFile(mixture_path(root, name) / shard["name"])
+        )
         if fmt == "parquet":
             write_table_atomic(source.read(columns=list(EXPORT_FIELDS)), dest)
         else:
@@ -249,3 +294,78 @@ def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip:
                         f.write(orjson.dumps(row) + b"\n")
         files.append({"name": dest.name, "rows": shard["rows"], "sha256": sha256_file(dest)})
     return files
+
+
+def _export_to_url(root: str | Path, name: str, fmt: str, out: str, gzip: bool) -> list[dict]:
+    """Export to an fsspec URL: the files are written in a local temporary folder, then each is
+    uploaded whole (one PUT per object: a reader never sees a half file)."""
+    import tempfile
+
+    fs, inner = _fs(out)
+    if fs.glob(f"{inner}/part-*"):
+        raise ValueError(f"{out} already holds part-* files; export into an empty folder")
+    with tempfile.TemporaryDirectory(prefix="assay-export-") as tmp:
+        files = export_mixture(root, name, fmt, tmp, gzip=gzip)
+        for f in files:
+            fs.put_file(str(Path(tmp) / f["name"]), f"{inner}/{f['name']}")
+    return files
+
+
+def sync_mirror(url: str) -> Path:
+    """A local copy of an `s3://` root's committed files (docs shards, annotation sets, then the
+    manifest), under $ASSAY_CACHE: what `assay select` reads for a URL root. A file already
+    there with the manifest's checksum is not fetched again; files the manifest does not name
+    are removed, so the copy holds exactly what the manifest commits."""
+    import json
+
+    from assay.corpora.atomic import atomic_path, write_bytes_atomic
+    from assay.corpora.manifest import local_state_dir, read_manifest_bytes
+    from assay.corpora.shards import sha256_file
+
+    raw = read_manifest_bytes(url)
+    if raw is None:
+        raise FileNotFoundError(f"{url}: not a corpus root (no manifest.json)")
+    manifest = json.loads(raw)
+    wanted: dict[str, str | None] = {s["name"]: s.get("sha256") for s in manifest["shards"]}
+    for set_name, entry in manifest.get("annotations", {}).items():
+        base = "triples" if entry.get("kind") == "extractor" else "annotations"
+        for key, e in entry.get("shards", {}).items():
+            rel = f"{base}/{key}" if "/" in key else f"{base}/{set_name}/{key}"
+            wanted[rel] = e.get("sha256")
+    fs, inner = _fs(url)
+    dest = local_state_dir(url) / "mirror"
+    for sub in ("docs", "annotations", "triples"):
+        if (dest / sub).is_dir():
+            for p in (dest / sub).rglob("*"):
+                if p.is_file() and p.relative_to(dest).as_posix() not in wanted:
+                    p.unlink()
+    for rel, sha in wanted.items():
+        local = dest / rel
+        if local.is_file() and sha is not None and sha256_file(local) == sha:
+            continue
+        with atomic_path(local) as tmp:
+            fs.get_file(f"{inner}/{rel}", str(tmp))
+    write_bytes_atomic(dest / "manifest.json", raw)  # last: the copy is complete
+    return dest
+
+
+def publish_mixture(mirror: Path, url: str, name: str) -> None:
+    """Upload `mixtures/<name>/` from a local root to an `s3://` root: shards, recipe, and the
+    mixture's manifest last (the commit: `list_mixtures` and `load_mixture` see a mixture only
+    once its manifest is there). Shards a replaced mixture had beyond the new ones are removed
+    after the commit."""
+    import json
+
+    src = mirror / "mixtures" / name
+    manifest = json.loads((src / "manifest.json").read_text())
+    fs, inner = _fs(f"{url.rstrip('/')}/mixtures/{name}")
+    old = set(fs.find(inner)) if fs.exists(inner) else set()
+    new = [s["name"] for s in manifest["shards"]]
+    for shard in new:
+        fs.put_file(str(src / shard), f"{inner}/{shard}")
+    if (src / "recipe.yaml").is_file():
+        new.append("recipe.yaml")
+        fs.put_file(str(src / "recipe.yaml"), f"{inner}/recipe.yaml")
+    fs.put_file(str(src / "manifest.json"), f"{inner}/manifest.json")
+    for leftover in sorted(old - {f"{inner}/{n}" for n in [*new, "manifest.json"]}):
+        fs.rm_file(leftover)

@@ -35,6 +35,35 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike, row_group_size:
     return {"rows": table.num_rows, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def parquet_bytes(table: pa.Table, row_group_size: int = 20_000) -> bytes:
+    """The bytes `write_table_atomic` would write for `table` (same writer settings)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=COMPRESSION, row_group_size=row_group_size)
+    return sink.getvalue().to_pybytes()
+
+
+def write_table_url(table: pa.Table, url: str, row_group_size: int = 20_000) -> dict:
+    """Write one Parquet file to an fsspec URL (s3://...) as a single PUT: object stores have no
+    rename, but replace an object whole, so a reader sees the old object or the new one."""
+    import fsspec
+
+    data = parquet_bytes(table, row_group_size)
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.pipe_file(path, data)
+    return {"rows": table.num_rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def sha256_url(url: str, chunk: int = 8 * 1024 * 1024) -> str:
+    """sha256 of a file behind an fsspec URL, streamed."""
+    import fsspec
+
+    h = hashlib.sha256()
+    with fsspec.open(url, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 class ShardWriter:
     """Streams tables into numbered shards of at most `max_rows` rows / `max_bytes` text bytes.
 

@@ -3,6 +3,11 @@
 Scorer outputs go to `annotations/<scorer>/part-NNNNN.parquet` (extractors: `triples/<name>/`),
 numbered like the docs shard they describe. The manifest records each scorer's version; when
 it changes, the old outputs are stale and are removed and recomputed.
+
+An `s3://` root is annotated in place through fsspec: each output file is one PUT of the whole
+object (a store without rename still replaces an object whole), and the manifest, written last,
+commits the set; unit records and logs stay in the local folder `local_state_dir(root)` (under
+$ASSAY_CACHE). Corpus-level scorers (dedup) need a local root.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ import pyarrow as pa
 from assay.corpora import progress
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.catalog import refresh_catalog
-from assay.corpora.manifest import load_manifest, require_root, save_manifest, tool_versions
-from assay.corpora.shards import sha256_file, write_table_atomic
+from assay.corpora.manifest import (
+    is_url,
+    load_manifest,
+    local_state_dir,
+    require_root,
+    save_manifest,
+    tool_versions,
+)
+from assay.corpora.shards import sha256_file, sha256_url, write_table_atomic, write_table_url
 from assay.pipelines.executor import ExecutorConfig, WorkUnitsFailed, run_units
 from assay.scorers.base import check_scored, input_columns, is_extractor
 from assay.scorers.registry import make_scorer
@@ -40,10 +52,78 @@ def is_corpus_level(scorer) -> bool:
     return bool(getattr(scorer, "corpus_level", False))
 
 
-def parquet_rows(path: Path) -> int:
+def parquet_rows(path: Path | str) -> int:
     import pyarrow.parquet as pq
 
+    if isinstance(path, str) and is_url(path):
+        with _open(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows
     return pq.ParquetFile(path).metadata.num_rows
+
+
+# An `s3://` root: its files are URL strings (Path would fold "s3://" into "s3:/"), read and
+# written through fsspec. A local root keeps Path and the temporary-then-rename writes.
+def _root(root: str | Path) -> Path | str:
+    return str(root).rstrip("/") if is_url(root) else Path(root)
+
+
+def _sub(root: Path | str, *parts: str) -> Path | str:
+    return "/".join([root, *parts]) if isinstance(root, str) else root.joinpath(*parts)
+
+
+def _fs(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def _exists(path: Path | str) -> bool:
+    if isinstance(path, str):
+        fs, inner = _fs(path)
+        return fs.exists(inner)
+    return path.exists()
+
+
+def _open(url: str):
+    fs, inner = _fs(url)
+    return fs.open(inner, "rb")
+
+
+def _rmtree(folder: Path | str) -> None:
+    if isinstance(folder, str):
+        fs, inner = _fs(folder)
+        if fs.exists(inner):
+            fs.rm(inner, recursive=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_table(table: pa.Table, path: Path | str) -> None:
+    if isinstance(path, str):  # one PUT of the whole object: readers see none or all of it
+        write_table_url(table, path)
+    else:
+        write_table_atomic(table, path)
+
+
+def _sha256(path: Path | str) -> str:
+    return sha256_url(path) if isinstance(path, str) else sha256_file(path)
+
+
+def _existing(root: Path | str):
+    """`exists(path)` for output files: a local root asks the file system; a URL root lists
+    annotations/ and triples/ once (one request per page, not one per shard and scorer)."""
+    if not isinstance(root, str):
+        return lambda p: p.exists()
+    fs, inner = _fs(root)
+    fs.invalidate_cache(inner)  # worker processes wrote since this process last listed
+    found = set()
+    for sub in ("annotations", "triples"):
+        try:
+            found.update(fs.find(f"{inner}/{sub}"))
+        except FileNotFoundError:
+            pass
+    prefix = root[: len(root) - len(inner)]  # "s3://"
+    return lambda p: p[len(prefix) :] in found
 
 
 def output_schemas(scorer) -> dict[str, pa.Schema]:
@@ -56,32 +136,44 @@ def output_schemas(scorer) -> dict[str, pa.Schema]:
     return {scorer.name: pa.schema([("id", pa.string()), *schema])}
 
 
-def output_paths(root: Path, scorer, part: str) -> dict[str, Path]:
-    base = root / ("triples" if is_extractor(scorer) else "annotations")
-    return {name: base / name / part for name in output_schemas(scorer)}
+def output_paths(root: Path | str, scorer, part: str) -> dict[str, Path | str]:
+    """Output file per folder; URL strings for a URL root."""
+    base = _sub(_root(root), "triples" if is_extractor(scorer) else "annotations")
+    return {name: _sub(base, name, part) for name in output_schemas(scorer)}
 
 
-def _input_batches(root: Path, shard: str, columns: list[str], batch_size: int):
+def _input_batches(root: Path | str, shard: str, columns: list[str], batch_size: int):
     """Docs batches with the columns a scorer asks for. Columns that other annotation sets hold
     are joined by id: annotation files keep their docs shard's row order, and that is checked,
     so a set written for another docs shard (or a stale one) is an error, not a silent shift."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    docs_file = pq.ParquetFile(root / shard)
+    remote = isinstance(root, str)
+    docs_file = pq.ParquetFile(_open(_sub(root, shard)) if remote else root / shard)
     doc_cols = [c for c in columns if c in docs_file.schema_arrow.names]
     extra = [c for c in columns if c not in doc_cols]
-    extra_tables: list[tuple[Path, pa.Table]] = []
+    extra_tables: list[tuple[Path | str, pa.Table]] = []
     if extra:
         if "id" not in doc_cols:
             doc_cols = ["id", *doc_cols]
         part = Path(shard).name
-        for folder in sorted((root / "annotations").glob("*")):
-            f = folder / part
-            if f.exists():
-                names = [c for c in pq.read_schema(f).names if c in extra]
+        if remote:
+            fs, inner = _fs(_sub(root, "annotations"))
+            prefix = root[: len(root) - len(_fs(root)[1])]
+            folders = sorted(prefix + d for d in fs.ls(inner, detail=False)) if fs.exists(inner) else []
+        else:
+            folders = sorted((root / "annotations").glob("*"))
+        for folder in folders:
+            f = _sub(folder, part) if remote else folder / part
+            if _exists(f):
+                data = _fs(f)[0].cat_file(_fs(f)[1]) if remote else None
+                names = [
+                    c for c in pq.read_schema(pa.BufferReader(data) if remote else f).names if c in extra
+                ]
                 if names:
-                    extra_tables.append((f, pq.read_table(f, columns=["id", *names])))
+                    src = pa.BufferReader(data) if remote else f
+                    extra_tables.append((f, pq.read_table(src, columns=["id", *names])))
                     extra = [c for c in extra if c not in names]
         if extra:
             raise ValueError(f"columns {extra} are neither docs columns nor in any annotation set of {shard}")
@@ -95,9 +187,10 @@ def _input_batches(root: Path, shard: str, columns: list[str], batch_size: int):
                     pc.equal(piece.column("id"), batch.column(batch.schema.get_field_index("id")))
                 ).as_py()
             ):
+                folder_name = str(path).rstrip("/").split("/")[-2]
                 raise ValueError(
                     f"{path} does not describe {shard} row by row (its ids differ near row {offset}); "
-                    f"re-run `assay annotate` for the set {path.parent.name}"
+                    f"re-run `assay annotate` for the set {folder_name}"
                 )
             for name in table.column_names[1:]:
                 batch = batch.append_column(name, piece.column(name).combine_chunks())
@@ -110,8 +203,9 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
 
     The unit record says, per scorer that ran: documents scored, documents it could not score
     (`errors`, for scorers that count them) and seconds."""
-    root_p = Path(root)
-    record_path = root_p / ".assay" / "units" / f"annotate-{key}" / f"u{unit_index:05d}.json"
+    root_p = _root(root)
+    # unit records stay local for a URL root (under $ASSAY_CACHE, see local_state_dir)
+    record_path = local_state_dir(root) / "units" / f"annotate-{key}" / f"u{unit_index:05d}.json"
     if record_path.exists():
         return json.loads(record_path.read_text())
     shard = unit["shard"]
@@ -120,7 +214,7 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
     for spec in specs:
         scorer = _scorer(spec, root, settings)
         outputs = output_paths(root_p, scorer, part)
-        if all(p.exists() for p in outputs.values()):
+        if all(_exists(p) for p in outputs.values()):
             continue
         if is_corpus_level(scorer):
             raise ValueError(
@@ -147,7 +241,7 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
         schemas = output_schemas(scorer)
         for k, path in outputs.items():
             table = pa.concat_tables(pieces[k]) if pieces[k] else schemas[k].empty_table()
-            write_table_atomic(table, path)
+            _write_table(table, path)
         timings[scorer.name] = round(time.time() - started, 3)
         docs[scorer.name] = n_docs
         errors[scorer.name] = int(getattr(scorer, "errors", 0) - errors_before)
@@ -166,7 +260,7 @@ def annotate(
     quiet: bool = False,
 ) -> dict:
     """Run the scorers over the corpus; recomputes stale annotation sets, skips finished shards."""
-    root = Path(root)
+    root = _root(root)
     config = config or ExecutorConfig()
     _SCORER_CACHE.clear()  # a model retrained since the last call in this process must be reloaded
     manifest = load_manifest(require_root(root))
@@ -175,12 +269,18 @@ def annotate(
         raise ValueError(f"{root}: the corpus has no docs shards; run `assay ingest` first")
     settings = {"device": device, "batch_size": batch_size}
     scorers = [make_scorer(spec, root, **settings) for spec in specs]
+    for scorer in scorers:
+        if is_corpus_level(scorer) and isinstance(root, str):  # checked before the manifest changes
+            raise ValueError(
+                f"{scorer.name} is corpus-level: its stages need a local root, not {root} "
+                "(annotate a local copy and upload it)"
+            )
     stale = []
     for spec, scorer in zip(specs, scorers):
         entry = manifest["annotations"].get(scorer.name)
         if entry and entry["version"] != scorer.version:
-            for folder in {p.parent for p in output_paths(root, scorer, "x").values()}:
-                shutil.rmtree(folder, ignore_errors=True)
+            for folder in {_parent(p) for p in output_paths(root, scorer, "x").values()}:
+                _rmtree(folder)
             stale.append(scorer.name)
             entry = None
         if entry is None:
@@ -193,12 +293,15 @@ def annotate(
             }
     save_manifest(root, manifest)
     # only this run's sets: another `assay annotate` on the root may be writing its own temporaries
-    for folder in {p.parent for s in scorers for p in output_paths(root, s, "x").values()}:
-        sweep_temporaries(folder)
+    # (a URL root has none: its files are written whole, with no temporary name)
+    for folder in {_parent(p) for s in scorers for p in output_paths(root, s, "x").values()}:
+        if not isinstance(folder, str):
+            sweep_temporaries(folder)
     units = [{"shard": s} for s in shards]
     blob = json.dumps([specs, [s.version for s in scorers], shards], sort_keys=True).encode()
     key = hashlib.sha256(blob).hexdigest()[:12]
-    record_dir = root / ".assay" / "units" / f"annotate-{key}"
+    state = local_state_dir(root)  # ROOT/.assay, or a local folder for a URL root
+    record_dir = state / "units" / f"annotate-{key}"
     # units an interrupted earlier run finished: resumed, not counted again in this run's record
     earlier = frozenset(p.name for p in record_dir.glob("u*.json")) if record_dir.exists() else frozenset()
 
@@ -245,7 +348,7 @@ def annotate(
                 "assay.pipelines.annotate:annotate_unit",
                 units,
                 {"root": str(root), "specs": specs, "settings": settings, "key": key},
-                root / ".assay" / "logs" / f"annotate-{key}",
+                state / "logs" / f"annotate-{key}",
                 config,
                 count_done,
                 label,
@@ -265,14 +368,15 @@ def annotate(
         save_manifest(root, manifest)
         raise
     manifest = load_manifest(root)
+    exists = _existing(root)
     for scorer in scorers:
         entry = manifest["annotations"][scorer.name]
         for s in shards:
             part = Path(s).name
             for sub, f in output_paths(root, scorer, part).items():
                 entry_key = part if sub == scorer.name else f"{sub}/{part}"
-                if entry_key not in entry["shards"] and f.exists():
-                    entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": sha256_file(f)}
+                if entry_key not in entry["shards"] and exists(f):
+                    entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": _sha256(f)}
     seconds += sum(r["seconds"] for r in corpus_runs.values())
     run = _run_record(key, started, seconds, config, scorers, record_dir, stale, corpus_runs, earlier)
     manifest["runs"].append(run)
@@ -282,12 +386,17 @@ def annotate(
     return {k: run[k] for k in ("scorers", "stale_recomputed", "docs", "errors", "seconds")}
 
 
-def _docs_to_score(root: Path, manifest: dict, scorers: list) -> int:
+def _parent(path: Path | str) -> Path | str:
+    return path.rsplit("/", 1)[0] if isinstance(path, str) else path.parent
+
+
+def _docs_to_score(root: Path | str, manifest: dict, scorers: list) -> int:
     """Documents x scorers still to score: what the progress bar counts up to."""
     total = 0
+    exists = _existing(root)
     for shard in manifest["shards"]:
         part = Path(shard["name"]).name
-        missing = sum(not all(p.exists() for p in output_paths(root, s, part).values()) for s in scorers)
+        missing = sum(not all(exists(p) for p in output_paths(root, s, part).values()) for s in scorers)
         total += shard["rows"] * missing
     return total
 

@@ -910,6 +910,15 @@ def select(
     from assay.pipelines.recipe import DEFAULT_MEMORY, check_memory
 
     root = require_root(root)
+    if isinstance(root, str):  # an s3:// root: select on a local copy, then publish the mixture
+        from assay.corpora.mixture import publish_mixture, sync_mirror
+
+        check_name(root, name, force)
+        mirror = sync_mirror(root)
+        # the copy may hold this name from an earlier run: the check above was on the root itself
+        manifest = select(mirror, recipe, name, recipe_text, True, memory, threads)
+        publish_mixture(mirror, root, name)
+        return manifest
     started = time.time()
     check_name(root, name, force)
     memory = check_memory(memory, "--memory") if memory is not None else (recipe.memory or DEFAULT_MEMORY)

@@ -1,10 +1,10 @@
 """Corpus roots on object storage: a real S3-compatible server (moto, 127.0.0.1) started here.
 
-What works today: a root published to S3 (shards, annotation sets, manifest) is read through
-the manifest and the catalog (`assay sql`, `assay status --check`), DuckDB reading the remote
-Parquet through the registered fsspec filesystem; the manifest is written with one PUT under
-the lock, merging concurrent changes. Ingest / annotate / select / export writing to an S3 root
-need their pipelines to stop treating the root as a local Path (see the report of task H3).
+A root published to S3 (shards, annotation sets, manifest) is read through the manifest and the
+catalog (`assay sql`, `assay status --check`), DuckDB reading the remote Parquet through the
+registered fsspec filesystem; the manifest is written with one PUT under the lock, merging
+concurrent changes. `assay annotate`, `assay select` and `assay export` write into an S3 root
+and give the same bytes as on a local copy of it. Ingest into an S3 root is not covered here.
 """
 
 from __future__ import annotations
@@ -162,3 +162,126 @@ def test_manifest_commit_on_s3_merges_and_refreshes_the_catalog(s3_root, s3_env)
     finally:
         s3_root["fs"].put_file(str(s3_root["local"] / "manifest.json"), "assay-test/corpus/manifest.json")
     assert run_query(url, "SELECT count(*) FROM docs").column(0)[0].as_py() == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing into an S3 root: annotate in place, select a mixture, export; each byte-identical to the
+# same commands on a local copy of the same root.
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def s3_fresh(s3_env, tmp_path_factory):
+    """A root ingested locally (not annotated), uploaded whole to s3://assay-write/corpus, and a
+    local twin of it that the same commands run on."""
+    import shutil
+
+    import fsspec
+
+    from assay.corpora.ingest import IngestOptions
+    from assay.pipelines.ingest import ingest
+
+    base = tmp_path_factory.mktemp("s3write")
+    local = base / "root"
+    ingest(
+        [str(FIXTURES / "ingest" / "inaugural_noid.jsonl")], local, IngestOptions(shard_rows=10), quiet=True
+    )
+    twin = base / "twin"
+    shutil.copytree(local, twin)
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("assay-write")
+    fs.put(str(local), "assay-write/corpus", recursive=True)
+    return {"url": "s3://assay-write/corpus", "twin": twin, "fs": fs, "base": base}
+
+
+def _remote_files(fs, prefix: str) -> dict[str, str]:
+    return {p[len(prefix) + 1 :]: _sha(fs.cat_file(p)) for p in fs.find(prefix)}
+
+
+def _local_files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): _sha(p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_annotate_an_s3_root_in_place_matches_local(s3_fresh, s3_env):
+    from assay.corpora.catalog import run_query
+    from assay.corpora.manifest import load_manifest
+    from assay.pipelines.annotate import annotate
+
+    fs, url, twin = s3_fresh["fs"], s3_fresh["url"], s3_fresh["twin"]
+    out = _cli(["annotate", "--root", url, "--scorer", "stats"], s3_env)
+    assert out.returncode == 0, out.stderr
+    annotate(twin, ["stats"], quiet=True)
+    remote = _remote_files(fs, "assay-write/corpus/annotations")
+    assert len(remote) == 4 and remote == _local_files(twin / "annotations")
+    # the manifest names the same set, shard by shard, with the same checksums
+    got, want = load_manifest(url)["annotations"], load_manifest(twin)["annotations"]
+    assert got == want
+    assert load_manifest(url)["runs"][-1]["stage"] == "annotate"
+    # nothing was written to a local folder named "s3:", and unit records went to the cache
+    assert not (REPO / "s3:").exists() and not Path("s3:").exists()
+    assert not fs.exists("assay-write/corpus/.assay/units")
+    q = "SELECT count(*) AS n, sum(words) AS w FROM annotations"
+    assert run_query(url, q).to_pylist() == run_query(twin, q).to_pylist()
+    # rerun: complete, nothing rewritten
+    before = {p: fs.info(p)["ETag"] for p in fs.find("assay-write/corpus/annotations")}
+    out = _cli(["annotate", "--root", url, "--scorer", "stats"], s3_env)
+    assert out.returncode == 0, out.stderr
+    assert {p: fs.info(p)["ETag"] for p in fs.find("assay-write/corpus/annotations")} == before
+    # corpus-level scorers (dedup) need a local root: one clear line, and the manifest is untouched
+    manifest = fs.cat_file("assay-write/corpus/manifest.json")
+    out = _cli(["annotate", "--root", url, "--scorer", "exact_dup"], s3_env)
+    assert out.returncode != 0 and "corpus-level" in out.stderr and "Traceback" not in out.stderr
+    assert fs.cat_file("assay-write/corpus/manifest.json") == manifest
+
+
+def test_select_and_export_into_an_s3_root_match_local(s3_fresh, s3_env):
+    import json as _json
+
+    from assay.corpora.mixture import list_mixtures, load_mixture
+
+    fs, url, twin = s3_fresh["fs"], s3_fresh["url"], s3_fresh["twin"]
+    if not fs.exists("assay-write/corpus/annotations"):
+        pytest.skip("needs test_annotate_an_s3_root_in_place_matches_local first")
+    recipe = s3_fresh["base"] / "mix.yaml"
+    recipe.write_text("rank: ln(words) - ln(lines + 1)\nbudget:\n  docs: 25\nseed: 7\n")
+    for root in (url, str(twin)):
+        out = _cli(["select", "--root", root, "--recipe", str(recipe), "--name", "m1"], s3_env)
+        assert out.returncode == 0, out.stderr
+    remote = _remote_files(fs, "assay-write/corpus/mixtures/m1")
+    local = _local_files(twin / "mixtures" / "m1")
+    assert set(remote) == set(local) and "manifest.json" in remote
+    assert {k: v for k, v in remote.items() if k.endswith(".parquet")} == {
+        k: v for k, v in local.items() if k.endswith(".parquet")
+    }
+    assert remote["recipe.yaml"] == local["recipe.yaml"]
+    drop = ("created", "seconds_selecting")
+    got = {k: v for k, v in load_mixture(url, "m1").items() if k not in drop}
+    want = {
+        k: v
+        for k, v in _json.loads((twin / "mixtures/m1/manifest.json").read_text()).items()
+        if k not in drop
+    }
+    assert got == want and got["selected"]["rows"] == 25
+    assert list_mixtures(url) == ["m1"]
+    # the name is taken on the root itself, not on its local copy
+    out = _cli(["select", "--root", url, "--recipe", str(recipe), "--name", "m1"], s3_env)
+    assert out.returncode != 0 and "already exists" in out.stderr
+    # export from the S3 root, to S3 and to a local folder: the same bytes as a local export
+    local_out = s3_fresh["base"] / "export-local"
+    for root, dest in (
+        (str(twin), str(local_out)),
+        (url, "s3://assay-write/export"),
+        (url, str(local_out) + "2"),
+    ):
+        out = _cli(["export", "m1", "--root", root, "--out", dest], s3_env)
+        assert out.returncode == 0, out.stderr
+    want = _local_files(local_out)
+    assert want and _remote_files(fs, "assay-write/export") == want
+    assert _local_files(Path(str(local_out) + "2")) == want
+    out = _cli(["export", "m1", "--root", url, "--out", "s3://assay-write/export"], s3_env)
+    assert out.returncode != 0 and "already holds part-*" in out.stderr
