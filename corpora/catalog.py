@@ -293,7 +293,7 @@ def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
     always the newest manifest's catalog."""
     import duckdb
 
-    from assay.corpora.atomic import TMP_SUFFIX, temp_path_for
+    from assay.corpora.atomic import temp_path_for
     from assay.corpora.manifest import (
         _parse,
         empty_manifest,
@@ -313,9 +313,7 @@ def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
         if sources is None:
             manifest = _parse(raw.decode(), join(root, "manifest.json")) if raw else empty_manifest()
             sources = manifest_sources(root, manifest)
-        # under the lock no other refresh is building one: what is left was left by a killed refresh
-        for stale in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}*"):
-            stale.unlink(missing_ok=True)
+        _sweep_temporaries(path)
         tmp = temp_path_for(path)
         wal = Path(str(tmp) + ".wal")
         try:
@@ -373,6 +371,27 @@ def _connect(root: str | Path, path: Path, read_only: bool):
         if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
             con.register_filesystem(fs)
     return con
+
+
+def _sweep_temporaries(path: Path) -> None:
+    """Remove catalog builds a killed refresh left (call under the catalog lock: then no other
+    refresh is building one)."""
+    from assay.corpora.atomic import TMP_SUFFIX
+
+    for stale in path.parent.glob(f".{path.name}.*{TMP_SUFFIX}*"):
+        stale.unlink(missing_ok=True)
+
+
+def ensure_catalog(root: str | Path) -> None:
+    """What a rerun that finds its work done still owes: a current catalog, and no temporaries
+    of a refresh that was killed."""
+    from assay.corpora.manifest import file_lock, local_state_dir
+
+    if not catalog_is_current(root):
+        refresh_catalog(root)
+        return
+    with file_lock(local_state_dir(root) / "catalog.lock"):
+        _sweep_temporaries(catalog_path(root))
 
 
 def catalog_is_current(root: str | Path) -> bool:

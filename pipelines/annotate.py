@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from assay.corpora import progress
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
-from assay.corpora.catalog import refresh_catalog
+from assay.corpora.catalog import ensure_catalog, refresh_catalog
 from assay.corpora.manifest import (
     is_url,
     load_manifest,
@@ -330,6 +330,7 @@ def annotate(
         raise
     to_score = _docs_to_score(root, manifest, scorers)
     if to_score == 0 and not record_dir.exists() and not corpus_runs:  # complete: no executor to start
+        ensure_catalog(root)  # an earlier run may have been killed while it refreshed the catalog
         return {
             "scorers": {
                 s.name: {"version": s.version, "docs": 0, "seconds": 0.0, "docs_per_s": None, "errors": 0}

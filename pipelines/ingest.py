@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from assay.corpora.atomic import disk_full_is_clear, sweep_temporaries
-from assay.corpora.catalog import refresh_catalog
+from assay.corpora.catalog import ensure_catalog, refresh_catalog
 from assay.corpora.ingest import IngestOptions, finalize, plan_units, run_key, unit_record_path
 from assay.corpora.inputs import expand_inputs
 from assay.corpora.manifest import load_manifest, save_manifest
@@ -53,6 +53,7 @@ def _ingest(
     manifest = load_manifest(root)
     done_runs = {r.get("run") for r in manifest["runs"] if r.get("stage") == "ingest" and _finished(r)}
     if key in done_runs:
+        ensure_catalog(root)  # the run may have been killed while it refreshed the catalog
         return {"already_done": True, "run": key, **_totals_for(manifest, key), "skipped": found.skipped}
     pending = sorted((root / "docs" / ".staging").glob("*")) if (root / "docs" / ".staging").exists() else []
     if manifest["shards"] and not append and not any(p.name == key for p in pending):
