@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -394,7 +395,7 @@ def part_kernel(args) -> dict:
             return [text]
 
         def span_tokenize(self, text):
-            raise NotImplementedError
+            return [m.span() for m in re.finditer(r"\S+", text)]
 
     step = MinhashDedupSignature(output_folder=tempfile.mkdtemp(), language=Whitespace())
     timed("datatrove MinhashDedupSignature (whitespace)", datatrove_sig)

@@ -247,6 +247,19 @@ def _leaf_weights(keys: list[dict], recipe: Recipe, unit_pool: np.ndarray) -> np
     )
 
 
+def _budget_report(budget, unit: str, target: int | None, selected: int) -> dict:
+    """The manifest's budget block: what was asked and what the selection took."""
+    return {
+        "unit": unit,
+        "amount": budget.amount if budget else None,
+        "fraction": budget.fraction if budget else None,
+        "compute_flops": budget.compute_flops if budget else None,
+        "target": target,
+        "selected": selected,
+        "overshoot": None if target is None else selected - target,
+    }
+
+
 def _check_epochs(quota: float, pool: float, key: tuple, unit: str, recipe: Recipe) -> None:
     """A stratum's quota must fit in max_epochs passes over its pool."""
     if quota > recipe.max_epochs * pool:
@@ -326,15 +339,7 @@ def _plan_selection(pool: Pool, recipe: Recipe, noise: str = "rng") -> Selection
     chosen = np.nonzero(counts)[0]
     selected_units = int((sizes * counts).sum())
     report = {
-        "budget": {
-            "unit": unit,
-            "amount": budget.amount if budget else None,
-            "fraction": budget.fraction if budget else None,
-            "compute_flops": budget.compute_flops if budget else None,
-            "target": target,
-            "selected": selected_units,
-            "overshoot": None if target is None else selected_units - target,
-        },
+        "budget": _budget_report(budget, unit, target, selected_units),
         "pool": {
             "docs": int(len(pool.tokens)),
             "tokens": int(pool.tokens.sum()),
@@ -752,15 +757,7 @@ def _plan_out_of_core(con, root: Path, recipe: Recipe) -> tuple[dict, dict, int]
     sel = [sum(int(g[i]) for g in got.values()) for i in range(6)]
     max_copies = max((int(g[6]) for g in got.values()), default=0)
     report = {
-        "budget": {
-            "unit": unit,
-            "amount": budget.amount if budget else None,
-            "fraction": budget.fraction if budget else None,
-            "compute_flops": budget.compute_flops if budget else None,
-            "target": target,
-            "selected": sel[4],
-            "overshoot": None if target is None else sel[4] - target,
-        },
+        "budget": _budget_report(budget, unit, target, sel[4]),
         "pool": {
             "docs": int(pool_docs.sum()),
             "tokens": sum(pool_tokens),
