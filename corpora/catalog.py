@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from assay.corpora.storage import duckdb_connect, is_url, join, url_fs
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -68,18 +70,20 @@ def parquet_glob(folder: Path) -> str | None:
 _LIST_LITERAL_MAX = 64  # up to this many files a view lists them as a readable SQL list
 
 
-def parquet_list(files: list[str]) -> str | None:
+def parquet_list(files: list[str], options: str = "") -> str | None:
     """read_parquet([...]) over exactly these files (None for none): the manifest's files, so a
-    file on disk that the manifest does not name (half published, or stray) is never read."""
+    file on disk that the manifest does not name (half published, or stray) is never read.
+    `options` are read_parquet's named arguments, e.g. "filename=true"."""
     if not files:
         return None
+    extra = f", {options}" if options else ""
     if len(files) == 1:
-        return f"read_parquet({sql_literal(files[0])})"
+        return f"read_parquet({sql_literal(files[0])}{extra})"
     if len(files) <= _LIST_LITERAL_MAX or any("\n" in f for f in files):
-        return f"read_parquet([{', '.join(sql_literal(f) for f in files)}])"
+        return f"read_parquet([{', '.join(sql_literal(f) for f in files)}]{extra})"
     # DuckDB parses a list literal element by element: 100k paths take seconds on every bind of
     # the view. One string split at bind time is 10x faster (bench/planning.py).
-    return f"read_parquet(string_split({sql_literal(chr(10).join(files))}, chr(10)))"
+    return f"read_parquet(string_split({sql_literal(chr(10).join(files))}, chr(10)){extra})"
 
 
 @dataclass
@@ -111,7 +115,6 @@ def manifest_sources(root: str | Path, manifest: dict, verify: bool = False) -> 
 
     With `verify`, files the manifest names but the disk lacks are left out too (one stat per
     file: the fallback when a view over the manifest's files cannot be created)."""
-    from assay.corpora.manifest import is_url, join
 
     remote = is_url(root)
 
@@ -170,10 +173,15 @@ def _small_listing(root: str | Path) -> list[str]:
     folder (a folder's mtime changes when a file is added to it or removed, so a file deleted
     behind the manifest's back still triggers a rebuild), and the entries of mixtures/, facts/
     and targets/ (a handful of files each)."""
-    from assay.corpora.manifest import is_url
 
     out: list[str] = []
-    if is_url(root):  # object stores have no folder mtimes: the manifest alone
+    if is_url(root):  # no folder mtimes on an object store: the manifest, and the mixtures' manifests
+        fs, inner = url_fs(root)
+        fs.invalidate_cache(f"{inner}/mixtures")  # another process may have published one since
+        found = fs.glob(f"{inner}/mixtures/*/manifest.json", detail=True)
+        for path, info in sorted(found.items()):
+            tag = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+            out.append(f"{path[len(inner) + 1 :]}:{info.get('size')}:{tag}")
         return out
     for sub in ("docs", "quarantine"):
         try:
@@ -199,7 +207,7 @@ def fingerprint(root: str | Path, manifest_bytes: bytes | None = None) -> str:
     """Changes when the root moves, its manifest changes (shards or annotation sets published),
     or a mixture, fact set or targets set is added or replaced. Reads the manifest and lists
     only the small folders: cheap at 100k shards."""
-    from assay.corpora.manifest import join, read_manifest_bytes
+    from assay.corpora.manifest import read_manifest_bytes
 
     if manifest_bytes is None:
         manifest_bytes = read_manifest_bytes(root) or b""
@@ -237,7 +245,7 @@ def annotation_sets(root: Path) -> dict[str, Path]:
 
 def view_statements(root: str | Path, sources: Sources | None = None) -> list[str]:
     """The SQL that (re)creates every view of the catalog (from the manifest unless given)."""
-    from assay.corpora.manifest import is_url, load_manifest
+    from assay.corpora.manifest import load_manifest
 
     remote = is_url(root)
     root = Path(root).resolve() if not remote else root
@@ -268,15 +276,23 @@ def view_statements(root: str | Path, sources: Sources | None = None) -> list[st
     )
     for table, src in sources.triples.items():
         stmts.append(f"CREATE OR REPLACE VIEW {ident(view_name(table))} AS SELECT * FROM {src}")
-    mixtures = None if remote else root / "mixtures"  # mixtures, facts, targets: local roots only
-    if mixtures is not None and mixtures.is_dir():
-        for folder in sorted(p for p in mixtures.iterdir() if p.is_dir()):
+    if remote:  # a published mixture is the shards its manifest names (the manifest is the commit)
+        from assay.corpora.mixture import list_mixtures, load_mixture
+
+        for name in list_mixtures(root):
+            shards = load_mixture(root, name)["shards"]
+            src = parquet_list([join(root, "mixtures", name, s["name"]) for s in shards])
+            stmts.append(
+                f"CREATE OR REPLACE VIEW {ident('mixture_' + view_name(name))} AS SELECT * FROM {src}"
+            )
+    elif (root / "mixtures").is_dir():
+        for folder in sorted(p for p in (root / "mixtures").iterdir() if p.is_dir()):
             src = parquet_glob(folder)
             if src:
                 stmts.append(
                     f"CREATE OR REPLACE VIEW {ident('mixture_' + view_name(folder.name))} AS SELECT * FROM {src}"
                 )
-    for ext in CATALOG_EXTENSIONS:
+    for ext in CATALOG_EXTENSIONS:  # facts and targets: local roots only
         if remote:
             break
         module, func = ext.split(":")
@@ -294,15 +310,7 @@ def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
     import duckdb
 
     from assay.corpora.atomic import temp_path_for
-    from assay.corpora.manifest import (
-        _parse,
-        empty_manifest,
-        file_lock,
-        is_url,
-        join,
-        local_state_dir,
-        read_manifest_bytes,
-    )
+    from assay.corpora.manifest import _parse, empty_manifest, file_lock, local_state_dir, read_manifest_bytes
 
     root = root if is_url(root) else Path(root)
     path = catalog_path(root)
@@ -317,7 +325,7 @@ def refresh_catalog(root: str | Path, sources: Sources | None = None) -> Path:
         tmp = temp_path_for(path)
         wal = Path(str(tmp) + ".wal")
         try:
-            con = _connect(root, tmp, read_only=False)
+            con = duckdb_connect(root, tmp, read_only=False)
             try:
                 try:
                     _create_views(con, view_statements(root, sources))
@@ -353,24 +361,9 @@ def _create_views(con, stmts: list[str]) -> None:
 def catalog_path(root: str | Path) -> Path:
     """ROOT/catalog.duckdb; a URL root's catalog is a local file (DuckDB writes only local files)
     under the root's local state folder (see `assay.corpora.manifest.local_state_dir`)."""
-    from assay.corpora.manifest import is_url, local_state_dir
+    from assay.corpora.manifest import local_state_dir
 
     return local_state_dir(root) / CATALOG_NAME if is_url(root) else Path(root) / CATALOG_NAME
-
-
-def _connect(root: str | Path, path: Path, read_only: bool):
-    """A DuckDB connection; for a URL root with the root's fsspec filesystem registered, so views
-    read remote Parquet through fsspec (DuckDB's httpfs extension cannot be fetched offline)."""
-    import duckdb
-
-    from assay.corpora.manifest import is_url, url_fs
-
-    con = duckdb.connect(str(path), read_only=read_only)
-    if is_url(root):
-        fs, _ = url_fs(root)
-        if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
-            con.register_filesystem(fs)
-    return con
 
 
 def _sweep_temporaries(path: Path) -> None:
@@ -417,7 +410,7 @@ def open_catalog(root: str | Path, read_only: bool = True, check: bool = False):
     With `check`, the root is first listed and compared with its manifest: a file the manifest
     names but the disk lacks is an error (see `drift`)."""
 
-    from assay.corpora.manifest import is_url, read_manifest_bytes
+    from assay.corpora.manifest import read_manifest_bytes
 
     root = root if is_url(root) else Path(root)
     if read_manifest_bytes(root) is None:
@@ -431,7 +424,7 @@ def open_catalog(root: str | Path, read_only: bool = True, check: bool = False):
             )
     if not catalog_is_current(root):
         refresh_catalog(root)
-    return _connect(root, catalog_path(root), read_only)
+    return duckdb_connect(root, catalog_path(root), read_only)
 
 
 def manifest_files(root: str | Path, manifest: dict) -> set[str]:
@@ -449,7 +442,7 @@ def drift(root: str | Path) -> dict[str, list[str]]:
     """The root's shard folders listed and compared with the manifest (the one listing Assay
     does, on request): `missing` files the manifest names that are not there, `unlisted`
     Parquet files there that the manifest does not name (a killed run's output, a stray copy)."""
-    from assay.corpora.manifest import is_url, load_manifest, url_fs
+    from assay.corpora.manifest import load_manifest
 
     named = manifest_files(root, load_manifest(root))
     found = set()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.corpora.atomic import write_bytes_atomic
+from assay.corpora.storage import is_url, join, url_fs
 
 FORMAT = "assay-corpus/1"
 LOCK_NAME = "manifest.lock"
@@ -28,25 +29,6 @@ LOCK_NAME = "manifest.lock"
 
 def manifest_path(root: str | Path) -> Path:
     return Path(root) / "manifest.json"
-
-
-def is_url(root: str | Path) -> bool:
-    """A root on object storage or another fsspec filesystem (s3://bucket/corpus), not a folder."""
-    return "://" in str(root)
-
-
-def join(root: str | Path, *parts: str) -> str:
-    """A path under the root as a string: a URL for a URL root, else an absolute local path."""
-    base = str(root).rstrip("/") if is_url(root) else str(Path(root).resolve())
-    return "/".join([base, *parts])
-
-
-def url_fs(root: str | Path):
-    """(fsspec filesystem, path inside it) for a URL root; credentials and the endpoint come from
-    the usual environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)."""
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(root).rstrip("/"))
 
 
 def local_state_dir(root: str | Path) -> Path:

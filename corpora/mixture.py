@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from assay.corpora.schema import DOCS_SCHEMA
+from assay.corpora.storage import duckdb_connect, exists, is_url, open_read, url_fs
 
 FORMAT = "assay-mixture/1"
 MIXTURE_SCHEMA = pa.schema([*DOCS_SCHEMA, ("score", pa.float64()), ("copy", pa.int32())])
@@ -33,26 +34,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def mixture_path(root: str | Path, name: str) -> Path | str:
     """The mixture's folder: a Path, or a URL string for an `s3://` root."""
-    if _is_url(root):
+    if is_url(root):
         return f"{str(root).rstrip('/')}/mixtures/{name}"
     return Path(root) / "mixtures" / name
-
-
-def _is_url(path: str | Path) -> bool:
-    from assay.corpora.manifest import is_url
-
-    return is_url(path)
-
-
-def _fs(url: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(url).rstrip("/"))
-
-
-def _url_exists(url: str) -> bool:
-    fs, inner = _fs(url)
-    return fs.exists(inner)
 
 
 def check_name(root: str | Path, name: str, force: bool = False) -> None:
@@ -64,8 +48,7 @@ def check_name(root: str | Path, name: str, force: bool = False) -> None:
             f"mixture name {name!r}: use letters, digits, '_', '-' or '.', not starting with a symbol"
         )
     folder = mixture_path(root, name)
-    exists = _url_exists(folder + "/manifest.json") if isinstance(folder, str) else folder.exists()
-    if exists and not force:
+    if exists(f"{folder}/manifest.json" if isinstance(folder, str) else folder) and not force:
         raise ValueError(f"mixture {name!r} already exists in {root}; choose another name or pass --force")
     for other in list_mixtures(root):
         if other != name and view_name(other) == view_name(name):
@@ -74,20 +57,27 @@ def check_name(root: str | Path, name: str, force: bool = False) -> None:
             )
 
 
-def locate_docs(root: str | Path, ids: pa.Array) -> list[tuple[Path, np.ndarray, np.ndarray]]:
+def docs_shards_sql(root: str | Path) -> str:
+    """read_parquet(...) over the docs shards the root's manifest names (URLs for a URL root,
+    read by a connection from `storage.duckdb_connect`)."""
+    from assay.corpora.catalog import parquet_list
+    from assay.corpora.manifest import load_manifest
+    from assay.corpora.storage import join
+
+    files = [join(root, s["name"]) for s in load_manifest(root)["shards"]]
+    if not files:
+        raise ValueError(f"{root}: the corpus has no docs shards")
+    return parquet_list(files, "filename=true, file_row_number=true")
+
+
+def locate_docs(root: str | Path, ids: pa.Array) -> list[tuple[Path | str, np.ndarray, np.ndarray]]:
     """Where each id lives: per docs shard (in order), its row numbers (ascending) and the
     positions of those ids in `ids`. Reads only the id column of the docs shards."""
-    import duckdb
-
-    from assay.corpora.catalog import sql_literal
-
-    docs = (Path(root) / "docs").resolve()
-    con = duckdb.connect()
+    con = duckdb_connect(root)
     try:
         con.register("wanted", pa.table({"id": ids, "pos": pa.array(np.arange(len(ids), dtype=np.int64))}))
         found = con.sql(
-            f"SELECT filename, file_row_number AS row, pos FROM read_parquet("
-            f"{sql_literal(str(docs / 'part-*.parquet'))}, filename=true, file_row_number=true) "
+            f"SELECT filename, file_row_number AS row, pos FROM {docs_shards_sql(root)} "
             "JOIN wanted USING (id) ORDER BY filename, row"
         ).to_arrow_table()
     finally:
@@ -100,16 +90,19 @@ def locate_docs(root: str | Path, ids: pa.Array) -> list[tuple[Path, np.ndarray,
     out = []
     start = 0
     for end in [i for i in range(1, len(files)) if files[i] != files[i - 1]] + [len(files)]:
-        out.append((Path(files[start]), rows[start:end], pos[start:end]))
+        out.append(
+            (files[start] if is_url(files[start]) else Path(files[start]), rows[start:end], pos[start:end])
+        )
         start = end
     return out
 
 
 def read_rows(path: str | Path, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
-    """The given rows (ascending) of one Parquet file, reading only the row groups that hold them."""
+    """The given rows (ascending) of one Parquet file (local, or an fsspec URL), reading only the
+    row groups that hold them."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(open_read(path) if is_url(path) else path)
     sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     group_of = np.searchsorted(starts, rows, side="right") - 1
@@ -147,7 +140,7 @@ def write_mixture(
 def write_mixture_pieces(
     root: str | Path,
     name: str,
-    pieces: Iterator[tuple[Path, np.ndarray, np.ndarray, int]],
+    pieces: Iterator[tuple[Path | str, np.ndarray, np.ndarray, int]],
     manifest: dict,
     recipe_text: str | None = None,
     force: bool = False,
@@ -157,10 +150,12 @@ def write_mixture_pieces(
     caller never holds more than one shard's selection."""
     from assay.corpora.atomic import write_bytes_atomic, write_json_atomic
     from assay.corpora.catalog import refresh_catalog
+    from assay.corpora.manifest import local_state_dir
     from assay.corpora.shards import ShardWriter, sha256_file, write_table_atomic
 
-    root = Path(root)
-    work = root / ".assay" / "tmp"
+    remote = is_url(root)
+    root = str(root).rstrip("/") if remote else Path(root)
+    work = local_state_dir(root) / "tmp"  # ROOT/.assay/tmp; for a URL root under $ASSAY_CACHE
     for stale in work.glob(f"mixture-{name}-*"):  # left by a killed run of this name
         shutil.rmtree(stale, ignore_errors=True)
     tmp = work / f"mixture-{name}-{uuid.uuid4().hex[:8]}"
@@ -183,6 +178,13 @@ def write_mixture_pieces(
         if recipe_text is not None:
             write_bytes_atomic(tmp / "recipe.yaml", recipe_text.encode())
         final = mixture_path(root, name)
+        if remote:  # uploaded with its manifest last (the commit), then the local build is removed
+            if exists(f"{final}/manifest.json") and not force:
+                raise ValueError(f"mixture {name!r} appeared in {root} while selecting; nothing was replaced")
+            upload_mixture(tmp, root, name)
+            shutil.rmtree(tmp, ignore_errors=True)
+            refresh_catalog(root)
+            return manifest
         final.parent.mkdir(parents=True, exist_ok=True)
         old = None
         if final.exists():
@@ -202,8 +204,9 @@ def write_mixture_pieces(
 
 
 def list_mixtures(root: str | Path) -> list[str]:
-    if _is_url(root):  # a mixture is published once its manifest is
-        fs, inner = _fs(f"{str(root).rstrip('/')}/mixtures")
+    if is_url(root):  # a mixture is published once its manifest is
+        fs, inner = url_fs(f"{str(root).rstrip('/')}/mixtures")
+        fs.invalidate_cache(inner)  # another process may have published one since
         found = fs.glob(f"{inner}/*/manifest.json") if fs.exists(inner) else []
         return sorted(p.rsplit("/", 2)[1] for p in found)
     base = Path(root) / "mixtures"
@@ -218,11 +221,11 @@ def load_mixture(root: str | Path, name: str) -> dict:
 
     folder = mixture_path(root, name)
     path = f"{folder}/manifest.json" if isinstance(folder, str) else folder / "manifest.json"
-    if not (_url_exists(path) if isinstance(path, str) else path.is_file()):
+    if not exists(path):
         known = ", ".join(list_mixtures(root)) or "none"
         raise ValueError(f"no mixture {name!r} in {root} (mixtures: {known})")
     if isinstance(path, str):
-        fs, inner = _fs(path)
+        fs, inner = url_fs(path)
         manifest = json.loads(fs.cat_file(inner))
     else:
         manifest = json.loads(path.read_text())
@@ -246,10 +249,7 @@ def mixture_batches(
 def _open_shard(root: str | Path, name: str, shard: str):
     """A mixture shard opened for reading (through fsspec for a URL root)."""
     folder = mixture_path(root, name)
-    if isinstance(folder, str):
-        fs, inner = _fs(f"{folder}/{shard}")
-        return fs.open(inner, "rb")
-    return open(folder / shard, "rb")
+    return open_read(f"{folder}/{shard}" if isinstance(folder, str) else folder / shard)
 
 
 def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip: bool = False) -> list[dict]:
@@ -265,7 +265,7 @@ def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip:
     if fmt not in ("jsonl", "parquet"):
         raise ValueError(f"unknown export format {fmt!r}; use jsonl or parquet")
     manifest = load_mixture(root, name)
-    if _is_url(out):
+    if is_url(out):
         return _export_to_url(root, name, fmt, str(out), gzip)
     out = Path(out)
     if out.is_dir() and any(out.glob("part-*")):
@@ -277,7 +277,7 @@ def export_mixture(root: str | Path, name: str, fmt: str, out: str | Path, gzip:
         dest = out / f"part-{i:05d}.{suffix}"
         source = (
             pq.ParquetFile(_open_shard(root, name, shard["name"]))
-            if _is_url(root)
+            if is_url(root)
             else pq.ParquetFile(mixture_path(root, name) / shard["name"])
         )
         if fmt == "parquet":
@@ -301,7 +301,7 @@ def _export_to_url(root: str | Path, name: str, fmt: str, out: str, gzip: bool) 
     uploaded whole (one PUT per object: a reader never sees a half file)."""
     import tempfile
 
-    fs, inner = _fs(out)
+    fs, inner = url_fs(out)
     if fs.glob(f"{inner}/part-*"):
         raise ValueError(f"{out} already holds part-* files; export into an empty folder")
     with tempfile.TemporaryDirectory(prefix="assay-export-") as tmp:
@@ -311,54 +311,15 @@ def _export_to_url(root: str | Path, name: str, fmt: str, out: str, gzip: bool) 
     return files
 
 
-def sync_mirror(url: str) -> Path:
-    """A local copy of an `s3://` root's committed files (docs shards, annotation sets, then the
-    manifest), under $ASSAY_CACHE: what `assay select` reads for a URL root. A file already
-    there with the manifest's checksum is not fetched again; files the manifest does not name
-    are removed, so the copy holds exactly what the manifest commits."""
+def upload_mixture(src: Path, url: str, name: str) -> None:
+    """Upload a built mixture folder to `mixtures/<name>/` of an `s3://` root: shards, recipe,
+    and the mixture's manifest last (the commit: `list_mixtures` and `load_mixture` see a mixture
+    only once its manifest is there). Shards a replaced mixture had beyond the new ones are
+    removed after the commit."""
     import json
 
-    from assay.corpora.atomic import atomic_path, write_bytes_atomic
-    from assay.corpora.manifest import local_state_dir, read_manifest_bytes
-    from assay.corpora.shards import sha256_file
-
-    raw = read_manifest_bytes(url)
-    if raw is None:
-        raise FileNotFoundError(f"{url}: not a corpus root (no manifest.json)")
-    manifest = json.loads(raw)
-    wanted: dict[str, str | None] = {s["name"]: s.get("sha256") for s in manifest["shards"]}
-    for set_name, entry in manifest.get("annotations", {}).items():
-        base = "triples" if entry.get("kind") == "extractor" else "annotations"
-        for key, e in entry.get("shards", {}).items():
-            rel = f"{base}/{key}" if "/" in key else f"{base}/{set_name}/{key}"
-            wanted[rel] = e.get("sha256")
-    fs, inner = _fs(url)
-    dest = local_state_dir(url) / "mirror"
-    for sub in ("docs", "annotations", "triples"):
-        if (dest / sub).is_dir():
-            for p in (dest / sub).rglob("*"):
-                if p.is_file() and p.relative_to(dest).as_posix() not in wanted:
-                    p.unlink()
-    for rel, sha in wanted.items():
-        local = dest / rel
-        if local.is_file() and sha is not None and sha256_file(local) == sha:
-            continue
-        with atomic_path(local) as tmp:
-            fs.get_file(f"{inner}/{rel}", str(tmp))
-    write_bytes_atomic(dest / "manifest.json", raw)  # last: the copy is complete
-    return dest
-
-
-def publish_mixture(mirror: Path, url: str, name: str) -> None:
-    """Upload `mixtures/<name>/` from a local root to an `s3://` root: shards, recipe, and the
-    mixture's manifest last (the commit: `list_mixtures` and `load_mixture` see a mixture only
-    once its manifest is there). Shards a replaced mixture had beyond the new ones are removed
-    after the commit."""
-    import json
-
-    src = mirror / "mixtures" / name
     manifest = json.loads((src / "manifest.json").read_text())
-    fs, inner = _fs(f"{url.rstrip('/')}/mixtures/{name}")
+    fs, inner = url_fs(f"{url.rstrip('/')}/mixtures/{name}")
     old = set(fs.find(inner)) if fs.exists(inner) else set()
     new = [s["name"] for s in manifest["shards"]]
     for shard in new:

@@ -7,7 +7,8 @@ it changes, the old outputs are stale and are removed and recomputed.
 An `s3://` root is annotated in place through fsspec: each output file is one PUT of the whole
 object (a store without rename still replaces an object whole), and the manifest, written last,
 commits the set; unit records and logs stay in the local folder `local_state_dir(root)` (under
-$ASSAY_CACHE). Corpus-level scorers (dedup) need a local root.
+$ASSAY_CACHE). Corpus-level scorers (dedup), whose stages rename intermediate files, run on a
+local mirror of the root and upload their outputs (`assay.corpora.storage`).
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from assay.corpora import progress
+from assay.corpora import progress, storage
 from assay.corpora.atomic import sweep_temporaries, write_json_atomic
 from assay.corpora.catalog import ensure_catalog, refresh_catalog
 from assay.corpora.manifest import (
-    is_url,
     load_manifest,
     local_state_dir,
     require_root,
     save_manifest,
     tool_versions,
 )
-from assay.corpora.shards import sha256_file, sha256_url, write_table_atomic, write_table_url
 from assay.pipelines.executor import ExecutorConfig, WorkUnitsFailed, run_units
 from assay.scorers.base import check_scored, input_columns, is_extractor
 from assay.scorers.registry import make_scorer
@@ -55,58 +54,8 @@ def is_corpus_level(scorer) -> bool:
 def parquet_rows(path: Path | str) -> int:
     import pyarrow.parquet as pq
 
-    if isinstance(path, str) and is_url(path):
-        with _open(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-# An `s3://` root: its files are URL strings (Path would fold "s3://" into "s3:/"), read and
-# written through fsspec. A local root keeps Path and the temporary-then-rename writes.
-def _root(root: str | Path) -> Path | str:
-    return str(root).rstrip("/") if is_url(root) else Path(root)
-
-
-def _sub(root: Path | str, *parts: str) -> Path | str:
-    return "/".join([root, *parts]) if isinstance(root, str) else root.joinpath(*parts)
-
-
-def _fs(url: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(url)
-
-
-def _exists(path: Path | str) -> bool:
-    if isinstance(path, str):
-        fs, inner = _fs(path)
-        return fs.exists(inner)
-    return path.exists()
-
-
-def _open(url: str):
-    fs, inner = _fs(url)
-    return fs.open(inner, "rb")
-
-
-def _rmtree(folder: Path | str) -> None:
-    if isinstance(folder, str):
-        fs, inner = _fs(folder)
-        if fs.exists(inner):
-            fs.rm(inner, recursive=True)
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _write_table(table: pa.Table, path: Path | str) -> None:
-    if isinstance(path, str):  # one PUT of the whole object: readers see none or all of it
-        write_table_url(table, path)
-    else:
-        write_table_atomic(table, path)
-
-
-def _sha256(path: Path | str) -> str:
-    return sha256_url(path) if isinstance(path, str) else sha256_file(path)
+    with storage.open_read(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
 
 
 def _existing(root: Path | str):
@@ -114,7 +63,7 @@ def _existing(root: Path | str):
     annotations/ and triples/ once (one request per page, not one per shard and scorer)."""
     if not isinstance(root, str):
         return lambda p: p.exists()
-    fs, inner = _fs(root)
+    fs, inner = storage.url_fs(root)
     fs.invalidate_cache(inner)  # worker processes wrote since this process last listed
     found = set()
     for sub in ("annotations", "triples"):
@@ -138,8 +87,8 @@ def output_schemas(scorer) -> dict[str, pa.Schema]:
 
 def output_paths(root: Path | str, scorer, part: str) -> dict[str, Path | str]:
     """Output file per folder; URL strings for a URL root."""
-    base = _sub(_root(root), "triples" if is_extractor(scorer) else "annotations")
-    return {name: _sub(base, name, part) for name in output_schemas(scorer)}
+    base = storage.sub(storage.as_root(root), "triples" if is_extractor(scorer) else "annotations")
+    return {name: storage.sub(base, name, part) for name in output_schemas(scorer)}
 
 
 def _input_batches(root: Path | str, shard: str, columns: list[str], batch_size: int):
@@ -150,7 +99,7 @@ def _input_batches(root: Path | str, shard: str, columns: list[str], batch_size:
     import pyarrow.parquet as pq
 
     remote = isinstance(root, str)
-    docs_file = pq.ParquetFile(_open(_sub(root, shard)) if remote else root / shard)
+    docs_file = pq.ParquetFile(storage.open_read(storage.sub(root, shard)) if remote else root / shard)
     doc_cols = [c for c in columns if c in docs_file.schema_arrow.names]
     extra = [c for c in columns if c not in doc_cols]
     extra_tables: list[tuple[Path | str, pa.Table]] = []
@@ -159,15 +108,15 @@ def _input_batches(root: Path | str, shard: str, columns: list[str], batch_size:
             doc_cols = ["id", *doc_cols]
         part = Path(shard).name
         if remote:
-            fs, inner = _fs(_sub(root, "annotations"))
-            prefix = root[: len(root) - len(_fs(root)[1])]
+            fs, inner = storage.url_fs(storage.sub(root, "annotations"))
+            prefix = root[: len(root) - len(storage.url_fs(root)[1])]
             folders = sorted(prefix + d for d in fs.ls(inner, detail=False)) if fs.exists(inner) else []
         else:
             folders = sorted((root / "annotations").glob("*"))
         for folder in folders:
-            f = _sub(folder, part) if remote else folder / part
-            if _exists(f):
-                data = _fs(f)[0].cat_file(_fs(f)[1]) if remote else None
+            f = storage.sub(folder, part) if remote else folder / part
+            if storage.exists(f):
+                data = storage.url_fs(f)[0].cat_file(storage.url_fs(f)[1]) if remote else None
                 names = [
                     c for c in pq.read_schema(pa.BufferReader(data) if remote else f).names if c in extra
                 ]
@@ -203,7 +152,7 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
 
     The unit record says, per scorer that ran: documents scored, documents it could not score
     (`errors`, for scorers that count them) and seconds."""
-    root_p = _root(root)
+    root_p = storage.as_root(root)
     # unit records stay local for a URL root (under $ASSAY_CACHE, see local_state_dir)
     record_path = local_state_dir(root) / "units" / f"annotate-{key}" / f"u{unit_index:05d}.json"
     if record_path.exists():
@@ -214,7 +163,7 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
     for spec in specs:
         scorer = _scorer(spec, root, settings)
         outputs = output_paths(root_p, scorer, part)
-        if all(_exists(p) for p in outputs.values()):
+        if all(storage.exists(p) for p in outputs.values()):
             continue
         if is_corpus_level(scorer):
             raise ValueError(
@@ -241,7 +190,7 @@ def annotate_unit(unit_index: int, unit: dict, root: str, specs: list[str], sett
         schemas = output_schemas(scorer)
         for k, path in outputs.items():
             table = pa.concat_tables(pieces[k]) if pieces[k] else schemas[k].empty_table()
-            _write_table(table, path)
+            storage.write_table(table, path)
         timings[scorer.name] = round(time.time() - started, 3)
         docs[scorer.name] = n_docs
         errors[scorer.name] = int(getattr(scorer, "errors", 0) - errors_before)
@@ -260,7 +209,7 @@ def annotate(
     quiet: bool = False,
 ) -> dict:
     """Run the scorers over the corpus; recomputes stale annotation sets, skips finished shards."""
-    root = _root(root)
+    root = storage.as_root(root)
     config = config or ExecutorConfig()
     _SCORER_CACHE.clear()  # a model retrained since the last call in this process must be reloaded
     manifest = load_manifest(require_root(root))
@@ -269,18 +218,14 @@ def annotate(
         raise ValueError(f"{root}: the corpus has no docs shards; run `assay ingest` first")
     settings = {"device": device, "batch_size": batch_size}
     scorers = [make_scorer(spec, root, **settings) for spec in specs]
-    for scorer in scorers:
-        if is_corpus_level(scorer) and isinstance(root, str):  # checked before the manifest changes
-            raise ValueError(
-                f"{scorer.name} is corpus-level: its stages need a local root, not {root} "
-                "(annotate a local copy and upload it)"
-            )
+    if isinstance(root, str) and any(is_corpus_level(s) for s in scorers):
+        return _annotate_on_mirror(root, specs, config, device, batch_size, quiet)
     stale = []
     for spec, scorer in zip(specs, scorers):
         entry = manifest["annotations"].get(scorer.name)
         if entry and entry["version"] != scorer.version:
             for folder in {_parent(p) for p in output_paths(root, scorer, "x").values()}:
-                _rmtree(folder)
+                storage.rmtree(folder)
             stale.append(scorer.name)
             entry = None
         if entry is None:
@@ -377,7 +322,7 @@ def annotate(
             for sub, f in output_paths(root, scorer, part).items():
                 entry_key = part if sub == scorer.name else f"{sub}/{part}"
                 if entry_key not in entry["shards"] and exists(f):
-                    entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": _sha256(f)}
+                    entry["shards"][entry_key] = {"rows": parquet_rows(f), "sha256": storage.sha256(f)}
     seconds += sum(r["seconds"] for r in corpus_runs.values())
     run = _run_record(key, started, seconds, config, scorers, record_dir, stale, corpus_runs, earlier)
     manifest["runs"].append(run)
@@ -385,6 +330,23 @@ def annotate(
     shutil.rmtree(record_dir, ignore_errors=True)
     refresh_catalog(root)
     return {k: run[k] for k in ("scorers", "stale_recomputed", "docs", "errors", "seconds")}
+
+
+def _annotate_on_mirror(
+    url: str, specs: list[str], config: ExecutorConfig, device: str, batch_size: int | None, quiet: bool
+) -> dict:
+    """Corpus-level scorers (dedup) on an `s3://` root: their stages write intermediate files
+    and rename them, so they run on a local mirror of the root's docs and annotation sets; the
+    new annotation files are then uploaded whole and the manifest, written last, commits them
+    (merged with whatever another writer committed meanwhile)."""
+    from assay.corpora.storage import publish_mirror, sync_mirror
+
+    mirror = sync_mirror(url)
+    base = (mirror / "manifest.json").read_bytes()
+    summary = annotate(mirror, specs, config, device, batch_size, quiet)
+    publish_mirror(mirror, url, base)
+    refresh_catalog(url)
+    return summary
 
 
 def _parent(path: Path | str) -> Path | str:

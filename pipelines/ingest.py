@@ -6,11 +6,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from assay.corpora.atomic import disk_full_is_clear, sweep_temporaries
+from assay.corpora.atomic import disk_full_is_clear, sweep_temporaries, write_bytes_atomic
 from assay.corpora.catalog import ensure_catalog, refresh_catalog
 from assay.corpora.ingest import IngestOptions, finalize, plan_units, run_key, unit_record_path
 from assay.corpora.inputs import expand_inputs
 from assay.corpora.manifest import load_manifest, save_manifest
+from assay.corpora.storage import is_url
 from assay.pipelines.executor import ExecutorConfig, WorkUnitsFailed, run_units
 
 
@@ -28,8 +29,48 @@ def ingest(
     files that folders or globs matched but Assay cannot read. A full disk is one DiskFull line;
     freeing space and calling again resumes.
     """
+    if is_url(root):
+        return _ingest_to_url(inputs, str(root).rstrip("/"), options, config, append, quiet)
     with disk_full_is_clear(root):
         return _ingest(inputs, Path(root), options, config, append, quiet)
+
+
+def _ingest_to_url(
+    inputs: list[str],
+    url: str,
+    options: IngestOptions | None,
+    config: ExecutorConfig | None,
+    append: bool,
+    quiet: bool,
+) -> dict:
+    """Ingest into an `s3://` root. Staging needs renames, which an object store lacks, so the
+    run happens on a local mirror of the root (its docs shards, for the duplicate-id check of
+    `--append`); the new shards are then uploaded, each one whole PUT, and the manifest written
+    last commits them: a reader of the root sees the corpus before the run or after it.
+
+    A killed run resumes: the mirror keeps its staging and unit records, and a run that finished
+    locally but was killed while uploading is published by the next call, not ingested again."""
+    from assay.corpora.manifest import read_manifest_bytes
+    from assay.corpora.storage import mirror_dir, publish_mirror, sync_mirror
+
+    mirror = mirror_dir(url)
+    pending = mirror / ".assay" / "publish-base"  # the root's manifest the mirror's run started from
+    current = read_manifest_bytes(url) or b""
+    if not (pending.is_file() and pending.read_bytes() == current):
+        # (re)start from what the root commits; a killed run's staging stays and is resumed
+        sync_mirror(url, ("docs",), fresh_ok=True)
+        write_bytes_atomic(pending, current)
+    with disk_full_is_clear(mirror):
+        try:
+            summary = _ingest(inputs, mirror, options, config, append, quiet, catalog=False)
+        except WorkUnitsFailed:
+            publish_mirror(mirror, url, current or None)  # the failed run's record
+            pending.unlink(missing_ok=True)
+            raise
+    publish_mirror(mirror, url, current or None)
+    pending.unlink(missing_ok=True)
+    refresh_catalog(url)
+    return summary
 
 
 def _ingest(
@@ -39,6 +80,7 @@ def _ingest(
     config: ExecutorConfig | None,
     append: bool,
     quiet: bool,
+    catalog: bool = True,
 ) -> dict:
     options = options or IngestOptions()
     config = config or ExecutorConfig()
@@ -53,7 +95,8 @@ def _ingest(
     manifest = load_manifest(root)
     done_runs = {r.get("run") for r in manifest["runs"] if r.get("stage") == "ingest" and _finished(r)}
     if key in done_runs:
-        ensure_catalog(root)  # the run may have been killed while it refreshed the catalog
+        if catalog:
+            ensure_catalog(root)  # the run may have been killed while it refreshed the catalog
         return {"already_done": True, "run": key, **_totals_for(manifest, key), "skipped": found.skipped}
     pending = sorted((root / "docs" / ".staging").glob("*")) if (root / "docs" / ".staging").exists() else []
     if manifest["shards"] and not append and not any(p.name == key for p in pending):
@@ -115,7 +158,8 @@ def _ingest(
     run["docs_per_s"] = round(summary["docs"] / max(run["seconds_total"], 1e-9), 1)
     run["errors"] = len(units) - count_done()  # 0: finalize needs every unit
     save_manifest(root, manifest)
-    refresh_catalog(root)
+    if catalog:
+        refresh_catalog(root)
     return {
         "already_done": False,
         "run": key,

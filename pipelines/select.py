@@ -456,10 +456,10 @@ def _double(x: float) -> str:
     return f"'{float(x)!r}'::DOUBLE"
 
 
-def _connect(work: Path, memory: str, threads: int | None):
-    import duckdb
+def _connect(root: Path | str, work: Path, memory: str, threads: int | None):
+    from assay.corpora.storage import duckdb_connect
 
-    con = duckdb.connect(str(work / "work.duckdb"))
+    con = duckdb_connect(root, work / "work.duckdb")  # can read a URL root's shards
     con.execute(f"SET temp_directory = '{work / 'spill'}'")
     con.execute(f"SET memory_limit = '{memory}'")
     con.execute("SET preserve_insertion_order = false")  # every result that needs an order sorts
@@ -507,17 +507,15 @@ def _count_tokens_ooc(con, root: Path, tokenizer_path: str, batch_size: int = 51
     import pyarrow as pa
     from tokenizers import Tokenizer
 
-    from assay.corpora.catalog import sql_literal
-    from assay.corpora.mixture import read_rows
+    from assay.corpora.mixture import docs_shards_sql, read_rows
 
     tok = Tokenizer.from_file(tokenizer_path)
     tok.no_truncation()
     tok.no_padding()
-    glob = sql_literal(str((root / "docs").resolve() / "part-*.parquet"))
     con.execute("CREATE TABLE tok (id VARCHAR, tokens BIGINT)")
     reader = con.sql(
-        f"SELECT d.filename, d.file_row_number AS row, p.id FROM pool p JOIN read_parquet({glob}, "
-        "filename=true, file_row_number=true) d USING (id) ORDER BY 1, 2"
+        f"SELECT d.filename, d.file_row_number AS row, p.id FROM pool p JOIN {docs_shards_sql(root)} d "
+        "USING (id) ORDER BY 1, 2"
     ).to_arrow_reader(65_536)
     out = con.cursor()  # a second cursor: the first is busy streaming the locations
     for path, rows, ids in _by_file(reader, ["id"]):
@@ -543,7 +541,8 @@ def _by_file(reader, extra: list[str]):
 
     def flush():
         t = pa.Table.from_batches(parts)
-        return Path(current), t.column("row").to_numpy(), {c: t.column(c).combine_chunks() for c in extra}
+        path = current if "://" in current else Path(current)  # a URL root's shards stay URLs
+        return path, t.column("row").to_numpy(), {c: t.column(c).combine_chunks() for c in extra}
 
     for batch in reader:
         if batch.num_rows == 0:
@@ -858,12 +857,11 @@ def _cuts(con, agg: dict, rest: np.ndarray, size: str) -> tuple[dict, dict]:
 def _pieces(con, root: Path, max_copies: int):
     """(docs shard, rows, scores, copy) for the mixture writer: every chosen document located
     once in the docs shards, then streamed pass by pass in (shard, row) order."""
-    from assay.corpora.catalog import sql_literal
+    from assay.corpora.mixture import docs_shards_sql
 
-    glob = sql_literal(str((root / "docs").resolve() / "part-*.parquet"))
     con.execute(
         f"CREATE TABLE loc AS SELECT d.filename, d.file_row_number AS row, c.copies, c.raw FROM chosen c "
-        f"JOIN read_parquet({glob}, filename=true, file_row_number=true) d USING (id)"
+        f"JOIN {docs_shards_sql(root)} d USING (id)"
     )
     (found,) = con.execute("SELECT count(*) FROM loc").fetchone()
     (wanted,) = con.execute("SELECT count(*) FROM chosen").fetchone()
@@ -902,30 +900,21 @@ def select(
 
     import duckdb
 
-    from assay.corpora.manifest import require_root
+    from assay.corpora.manifest import local_state_dir, require_root
     from assay.corpora.mixture import check_name, write_mixture_pieces
     from assay.pipelines.recipe import DEFAULT_MEMORY, check_memory
 
-    root = require_root(root)
-    if isinstance(root, str):  # an s3:// root: select on a local copy, then publish the mixture
-        from assay.corpora.mixture import publish_mixture, sync_mirror
-
-        check_name(root, name, force)
-        mirror = sync_mirror(root)
-        # the copy may hold this name from an earlier run: the check above was on the root itself
-        manifest = select(mirror, recipe, name, recipe_text, True, memory, threads)
-        publish_mixture(mirror, root, name)
-        return manifest
+    root = require_root(root)  # a URL root (s3://) is read in place: ids, scores, then chosen rows
     started = time.time()
     check_name(root, name, force)
     memory = check_memory(memory, "--memory") if memory is not None else (recipe.memory or DEFAULT_MEMORY)
-    base = root / ".assay" / "tmp"
+    base = local_state_dir(root) / "tmp"  # ROOT/.assay/tmp; for a URL root under $ASSAY_CACHE
     for stale in base.glob(f"select-{name}-*"):  # left by a killed run of this name
         shutil.rmtree(stale, ignore_errors=True)
     work = base / f"select-{name}-{uuid.uuid4().hex[:8]}"
     (work / "spill").mkdir(parents=True)
     try:
-        con = _connect(work, memory, threads)
+        con = _connect(root, work, memory, threads)
         try:
             _build_raw(con, root, recipe)
             report, counting, max_copies = _plan_out_of_core(con, root, recipe)

@@ -17,10 +17,10 @@ from assay.corpora.mixture import (
     load_mixture,
     mixture_batches,
     mixture_path,
-    publish_mixture,
-    sync_mirror,
+    upload_mixture,
 )
 from assay.corpora.shards import sha256_file, sha256_url, write_table_atomic, write_table_url
+from assay.corpora.storage import publish_mirror, sync_mirror
 from assay.pipelines.annotate import output_paths
 from assay.scorers.registry import make_scorer
 
@@ -71,6 +71,9 @@ def _local_root(tmp_path):
         "format": "assay-corpus/1",
         "shards": [{"name": "docs/part-00000.parquet", **d}],
         "annotations": {"stats": {"kind": "scorer", "version": "1", "shards": {"part-00000.parquet": a}}},
+        "inputs": [],
+        "quarantine": [],
+        "runs": [],
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     mix = root / "mixtures" / "m"
@@ -93,7 +96,7 @@ def test_publish_then_read_a_mixture_on_a_url_root(mem, tmp_path):
         load_mixture(url, "m")
     # a stale shard from a replaced mixture is removed after the commit
     fs.pipe_file(f"{base}/mixtures/m/part-00009.parquet", b"old")
-    publish_mixture(root, url, "m")
+    upload_mixture(root / "mixtures" / "m", url, "m")
     assert list_mixtures(url) == ["m"]
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{base}/mixtures/m")) == [
         "manifest.json",
@@ -118,3 +121,40 @@ def test_the_mirror_holds_exactly_what_the_manifest_commits(mem, tmp_path):
     # a file the manifest no longer names is dropped from the copy on the next sync
     (mirror / "docs" / "part-00007.parquet").write_bytes(b"gone")
     assert not (sync_mirror(url) / "docs" / "part-00007.parquet").exists()
+
+
+def test_a_mirror_run_keeps_its_staging_and_publishes_merged(mem, tmp_path):
+    """What `assay ingest` into a URL root relies on: the mirror keeps a killed run's hidden
+    staging across syncs, and publishing uploads only the new files, then commits a manifest that
+    keeps what another writer committed meanwhile."""
+    from assay.corpora.manifest import load_manifest, save_manifest
+
+    fs, base = mem
+    root = _local_root(tmp_path)
+    url = f"memory://{base}"
+    for rel in ("docs/part-00000.parquet", "annotations/stats/part-00000.parquet", "manifest.json"):
+        fs.put_file(str(root / rel), f"{base}/{rel}")
+    mirror = sync_mirror(url, ("docs",))
+    assert not (mirror / "annotations").exists()  # only the parts asked for
+    staged = mirror / "docs" / ".staging" / "run1" / "s00000.parquet"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"half a run")
+    mirror = sync_mirror(url, ("docs",))
+    assert staged.read_bytes() == b"half a run"
+    # the run on the mirror publishes a new shard; meanwhile another writer appends a run record
+    base_bytes = (mirror / "manifest.json").read_bytes()
+    new = write_table_atomic(pa.table({"id": ["d3"], "text": ["three"]}), mirror / "docs/part-00001.parquet")
+    m = load_manifest(mirror)
+    m["shards"].append({"name": "docs/part-00001.parquet", **new})
+    m["runs"].append({"stage": "ingest"})
+    save_manifest(mirror, m)
+    theirs = load_manifest(url)
+    theirs["runs"].append({"stage": "theirs"})
+    save_manifest(url, theirs)
+    before = fs.info(f"{base}/docs/part-00000.parquet")["created"]
+    out = publish_mirror(mirror, url, base_bytes)
+    assert [s["name"] for s in out["shards"]] == ["docs/part-00000.parquet", "docs/part-00001.parquet"]
+    assert [r["stage"] for r in load_manifest(url)["runs"]] == ["theirs", "ingest"]
+    assert fs.cat_file(f"{base}/docs/part-00001.parquet") == (mirror / "docs/part-00001.parquet").read_bytes()
+    assert fs.info(f"{base}/docs/part-00000.parquet")["created"] == before  # not uploaded again
+    assert not fs.exists(f"{base}/docs/.staging")

@@ -4,7 +4,8 @@ A root published to S3 (shards, annotation sets, manifest) is read through the m
 catalog (`assay sql`, `assay status --check`), DuckDB reading the remote Parquet through the
 registered fsspec filesystem; the manifest is written with one PUT under the lock, merging
 concurrent changes. `assay annotate`, `assay select` and `assay export` write into an S3 root
-and give the same bytes as on a local copy of it. Ingest into an S3 root is not covered here.
+and give the same bytes as on a local copy of it; `assay ingest` into an S3 root stages on a
+local mirror and uploads the same shards a local ingest writes, the manifest last.
 """
 
 from __future__ import annotations
@@ -200,6 +201,7 @@ def s3_fresh(s3_env, tmp_path_factory):
 
 
 def _remote_files(fs, prefix: str) -> dict[str, str]:
+    fs.invalidate_cache()  # the commands ran in other processes
     return {p[len(prefix) + 1 :]: _sha(fs.cat_file(p)) for p in fs.find(prefix)}
 
 
@@ -232,11 +234,18 @@ def test_annotate_an_s3_root_in_place_matches_local(s3_fresh, s3_env):
     out = _cli(["annotate", "--root", url, "--scorer", "stats"], s3_env)
     assert out.returncode == 0, out.stderr
     assert {p: fs.info(p)["ETag"] for p in fs.find("assay-write/corpus/annotations")} == before
-    # corpus-level scorers (dedup) need a local root: one clear line, and the manifest is untouched
-    manifest = fs.cat_file("assay-write/corpus/manifest.json")
+    # a corpus-level scorer (dedup) runs its stages on a local mirror and uploads its set alone
+    listing = set(fs.find("assay-write/corpus"))
     out = _cli(["annotate", "--root", url, "--scorer", "exact_dup"], s3_env)
-    assert out.returncode != 0 and "corpus-level" in out.stderr and "Traceback" not in out.stderr
-    assert fs.cat_file("assay-write/corpus/manifest.json") == manifest
+    assert out.returncode == 0, out.stderr
+    annotate(twin, ["exact_dup"], quiet=True)
+    remote = _remote_files(fs, "assay-write/corpus/annotations/exact_dup")
+    assert len(remote) == 4 and remote == _local_files(twin / "annotations" / "exact_dup")
+    assert load_manifest(url)["annotations"] == load_manifest(twin)["annotations"]
+    added = set(fs.find("assay-write/corpus")) - listing
+    assert {p.rsplit("/", 2)[1] for p in added} == {"exact_dup"}
+    q = "SELECT count(*) FILTER (WHERE dup_exact_first) AS firsts FROM annotations"
+    assert run_query(url, q).to_pylist() == run_query(twin, q).to_pylist()
 
 
 def test_select_and_export_into_an_s3_root_match_local(s3_fresh, s3_env):
@@ -268,6 +277,11 @@ def test_select_and_export_into_an_s3_root_match_local(s3_fresh, s3_env):
     }
     assert got == want and got["selected"]["rows"] == 25
     assert list_mixtures(url) == ["m1"]
+    # the mixture is a view of the S3 root's catalog, as on a local root
+    q = "SELECT count(*) AS n, sum(copy) AS c, min(score) AS s FROM mixture_m1"
+    got = [_cli(["sql", q, "--root", root, "--format", "json"], s3_env) for root in (url, str(twin))]
+    assert all(o.returncode == 0 for o in got), got[0].stderr
+    assert json.loads(got[0].stdout) == json.loads(got[1].stdout) and json.loads(got[0].stdout)[0]["n"] == 25
     # the name is taken on the root itself, not on its local copy
     out = _cli(["select", "--root", url, "--recipe", str(recipe), "--name", "m1"], s3_env)
     assert out.returncode != 0 and "already exists" in out.stderr
@@ -285,3 +299,74 @@ def test_select_and_export_into_an_s3_root_match_local(s3_fresh, s3_env):
     assert _local_files(Path(str(local_out) + "2")) == want
     out = _cli(["export", "m1", "--root", url, "--out", "s3://assay-write/export"], s3_env)
     assert out.returncode != 0 and "already holds part-*" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingest into an S3 root: staged on a local mirror, shards uploaded whole, the manifest last.
+
+
+def test_ingest_into_an_s3_root_matches_local_and_appends(s3_env, tmp_path):
+    import fsspec
+
+    from assay.corpora.catalog import run_query
+    from assay.corpora.manifest import load_manifest
+
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("assay-ingest")
+    url, local = "s3://assay-ingest/corpus", tmp_path / "local"
+    first, second = (
+        str(FIXTURES / "ingest" / "inaugural_noid.jsonl"),
+        str(FIXTURES / "ingest" / "inaugural.jsonl.zst"),
+    )
+    for root in (url, str(local)):
+        out = _cli(["ingest", first, "--root", root, "--shard-rows", "10", "--id-prefix", "a"], s3_env)
+        assert out.returncode == 0, out.stderr
+    remote = _remote_files(fs, "assay-ingest/corpus/docs")
+    assert len(remote) == 4 and remote == _local_files(local / "docs")
+    assert not fs.exists("assay-ingest/corpus/docs/.staging") and not fs.exists("assay-ingest/corpus/.assay")
+    got, want = load_manifest(url), load_manifest(local)
+    assert got["shards"] == want["shards"] and got["inputs"] == want["inputs"]
+    assert run_query(url, "SELECT count(*) FROM docs").column(0)[0].as_py() == 40
+    # --append: new shards numbered after the published ones, the same bytes as on the local root
+    for root in (url, str(local)):
+        out = _cli(
+            ["ingest", second, "--root", root, "--shard-rows", "10", "--append", "--id-prefix", "b"], s3_env
+        )
+        assert out.returncode == 0, out.stderr
+    remote = _remote_files(fs, "assay-ingest/corpus/docs")
+    assert len(remote) > 4 and remote == _local_files(local / "docs")
+    assert _remote_files(fs, "assay-ingest/corpus/quarantine") == _local_files(local / "quarantine")
+    assert load_manifest(url)["shards"] == load_manifest(local)["shards"]
+    q = "SELECT count(*) AS n, count(DISTINCT id) AS ids FROM docs"
+    assert run_query(url, q).to_pylist() == run_query(local, q).to_pylist()
+    # the same inputs again: already done, nothing uploaded
+    before = {p: fs.info(p)["ETag"] for p in fs.find("assay-ingest/corpus")}
+    out = _cli(["ingest", first, "--root", url, "--shard-rows", "10", "--id-prefix", "a"], s3_env)
+    assert out.returncode == 0, out.stderr
+    assert {p: fs.info(p)["ETag"] for p in fs.find("assay-ingest/corpus")} == before
+
+
+def test_ingest_killed_before_its_upload_publishes_on_rerun(s3_env, tmp_path):
+    """A run that finished on the mirror but died before committing to the root: the root still
+    shows no corpus (nothing half published), and the next call uploads without ingesting again."""
+    import fsspec
+
+    from assay.corpora.manifest import load_manifest, read_manifest_bytes
+    from assay.corpora.storage import mirror_dir, sync_mirror
+    from assay.pipelines.ingest import _ingest, ingest
+
+    fs = fsspec.filesystem("s3")
+    fs.mkdir("assay-killed")
+    url = "s3://assay-killed/corpus"
+    inputs = [str(FIXTURES / "ingest" / "inaugural_noid.jsonl")]
+    # what `ingest` does up to the upload, then stops (as if killed there)
+    mirror = sync_mirror(url, ("docs",), fresh_ok=True)
+    (mirror / ".assay").mkdir(parents=True, exist_ok=True)
+    (mirror / ".assay" / "publish-base").write_bytes(b"")
+    _ingest(inputs, mirror, None, None, False, True, catalog=False)
+    assert read_manifest_bytes(url) is None and not fs.exists("assay-killed/corpus/docs")
+    out = ingest(inputs, url, quiet=True)
+    assert out["already_done"] is True  # published, not ingested again
+    assert load_manifest(url)["shards"] == load_manifest(mirror_dir(url))["shards"]
+    assert _remote_files(fs, "assay-killed/corpus/docs") == _local_files(mirror / "docs")
+    assert not (mirror / ".assay" / "publish-base").exists()
