@@ -12,6 +12,7 @@ manifest, written last, commits them (`publish_mirror`).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -161,12 +162,26 @@ def sync_mirror(url: str, parts: tuple[str, ...] = ("docs", "annotations"), fres
                 ):
                     p.unlink()
     fs, inner = url_fs(url)
+    # checksums of the files already fetched, by (size, mtime): a resync does not re-read them
+    index_path = dest / ".assay" / "mirror-index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     for rel, sha in wanted.items():
         local = dest / rel
-        if local.is_file() and sha is not None and sha256_file(local) == sha:
-            continue
+        if local.is_file() and sha is not None:
+            st = local.stat()
+            known = index.get(rel)
+            if known and known[:2] == [st.st_size, st.st_mtime_ns]:
+                if known[2] == sha:
+                    continue
+            elif sha256_file(local) == sha:
+                index[rel] = [st.st_size, st.st_mtime_ns, sha]
+                continue
         with atomic_path(local) as tmp:
             fs.get_file(f"{inner}/{rel}", str(tmp))
+        st = local.stat()
+        index[rel] = [st.st_size, st.st_mtime_ns, sha256_file(local)]
+    index = {k: v for k, v in index.items() if k in every}
+    write_bytes_atomic(index_path, json.dumps(index).encode())
     dest.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         write_bytes_atomic(dest / "manifest.json", raw)  # last: the copy is complete
