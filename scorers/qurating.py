@@ -34,7 +34,8 @@ document's score depends on it alone, bit for bit on CPU. Empty documents get nu
 
 Files: ``ROOT/models/qurating_NAME/rater.safetensors`` (``weight`` (criteria, dim) and ``bias``,
 float32) and ``rater.json`` (criteria, encoder and its sha256, settings, data, pairwise accuracy
-on training and held-out pairs). The scorer's version hashes both files and carries the
+on training pairs and on held-out pairs: those involving a held-out document, a hashed share of
+the judged documents that no training pair contains). The scorer's version hashes both files and carries the
 encoder's identity. The compute imports only torch, sentence-transformers, numpy and pyarrow.
 """
 
@@ -419,7 +420,7 @@ class TrainSettings:
     weight_decay: float = 0.1  # AdamW's decoupled decay, the paper's value (METHODS.md §5.3)
     l2: float = 0.01  # ridge penalty in the loss: a frozen-embedding head sees few texts, it must not overfit
     batch_pairs: int = 512  # the paper's total batch size (METHODS.md §5.3)
-    holdout: float = 0.1
+    holdout: float = 0.1  # share of judged documents held out (with every pair that involves one)
     seed: int = 0
 
     def check(self) -> TrainSettings:
@@ -434,14 +435,21 @@ class TrainSettings:
         return self
 
 
-def pair_keys(text_a: Sequence[str], text_b: Sequence[str], seed: int) -> np.ndarray:
-    """A keyed hash per pair: the lowest ``holdout`` share of keys is held out, whatever the order."""
+def heldout_texts(texts: Sequence[str], share: float, seed: int) -> np.ndarray:
+    """Which judged documents are held out: the lowest ``share`` of a keyed hash of each text, so
+    the split depends on the documents and the seed, never on the order of the judgments. A pair
+    involving a held-out document is never trained on: held-out accuracy is on unseen documents."""
     key = int(seed).to_bytes(8, "little", signed=True)
-    out = np.empty(len(text_a), np.uint64)
-    for i, (a, b) in enumerate(zip(text_a, text_b)):
-        digest = hashlib.blake2b(f"{a}\0{b}".encode(), digest_size=8, key=key).digest()
-        out[i] = int.from_bytes(digest, "little")
-    return out
+    keys = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8, key=key).digest(), "little")
+            for t in texts
+        ],
+        dtype=np.uint64,
+    )
+    held = np.zeros(len(texts), bool)
+    held[np.argsort(keys, kind="stable")[: int(round(len(texts) * share))]] = True
+    return held
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -524,7 +532,7 @@ def train_rater(
     b_all = np.array([where[t] for t in text_b])
     p_all = np.asarray(judgments.column("p").to_numpy(zero_copy_only=False), np.float64)
     crit = np.array(judgments.column("criterion").to_pylist(), dtype=object)
-    keys = pair_keys(text_a, text_b, settings.seed)
+    held = heldout_texts(texts, settings.holdout, settings.seed)
     weights, biases, results = [], [], {}
     for c in criteria:
         rows = np.flatnonzero(crit == c)
@@ -538,10 +546,14 @@ def train_rater(
         if settings.label_temperature != 1.0:
             clipped = np.clip(p, 1e-6, 1 - 1e-6)
             p = _sigmoid(np.log(clipped / (1 - clipped)) / settings.label_temperature)
-        n_test = min(int(round(len(keep) * settings.holdout)), len(keep) - 1)
-        by_key = np.argsort(keys[keep], kind="stable")
-        test, train = np.sort(by_key[:n_test]), np.sort(by_key[n_test:])
         a, b = a_all[keep], b_all[keep]
+        unseen = held[a] | held[b]
+        test, train = np.flatnonzero(unseen), np.flatnonzero(~unseen)
+        if len(train) == 0:
+            raise ValueError(
+                f"qurating: {c}: every confident pair involves a held-out document; "
+                "collect more pairs or lower the holdout share"
+            )
         w = fit_bradley_terry(z, a[train], b[train], p[train], settings)
         raw_w = w / std
         scores = x @ raw_w
@@ -552,6 +564,7 @@ def train_rater(
             "pairs": int(len(rows)),
             "kept": int(len(keep)),
             "train_pairs": int(len(train)),
+            "heldout_docs": int(held.sum()),
             "heldout_pairs": int(len(test)),
             "train_accuracy": pairwise_accuracy(scores, a[train], b[train], p[train]),
             "heldout_accuracy": pairwise_accuracy(scores, a[test], b[test], p[test]) if len(test) else None,

@@ -117,7 +117,12 @@ def _collect(
 @click.option("--lr", default=0.01, show_default=True)
 @click.option("--weight-decay", default=0.1, show_default=True, help="AdamW decoupled weight decay.")
 @click.option("--l2", default=0.01, show_default=True, help="Ridge penalty on the head.")
-@click.option("--holdout", default=0.1, show_default=True, help="Share of pairs held out for accuracy.")
+@click.option(
+    "--holdout",
+    default=0.1,
+    show_default=True,
+    help="Share of judged documents held out, with every pair involving one, for accuracy on unseen documents.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
 def train_qurating(

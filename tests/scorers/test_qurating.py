@@ -130,6 +130,31 @@ def test_the_rater_recovers_the_latent_order_on_held_out_documents(trained):
     assert record["data"]["sha256"] and trained["scores"].keys() == {d["id"] for d in trained["docs"]}
 
 
+def test_held_out_pairs_are_those_of_unseen_documents(trained):
+    """The held-out share is of documents, chosen by a keyed hash (not by the judgments' order),
+    and every pair that involves one is left out of training."""
+    table = qurating.read_judgments(trained["path"], trained["root"])
+    texts = sorted(set(table.column("text_a").to_pylist()) | set(table.column("text_b").to_pylist()))
+    held = qurating.heldout_texts(texts, 0.1, 0)
+    assert held.sum() == round(len(texts) * 0.1)
+    order = np.random.default_rng(1).permutation(len(texts))
+    shuffled = qurating.heldout_texts([texts[i] for i in order], 0.1, 0)
+    assert {texts[i] for i in order[shuffled]} == {t for t, h in zip(texts, held) if h}
+    assert not np.array_equal(held, qurating.heldout_texts(texts, 0.1, 1))  # the seed keys the hash
+    record = json.loads((trained["root"] / "models" / "qurating_syn" / "rater.json").read_text())
+    result = record["results"]["educational_value"]
+    unseen = {t for t, h in zip(texts, held) if h}
+    p = table.column("p").to_numpy(zero_copy_only=False)
+    sure = np.abs(p - 0.5) >= record["settings"]["confidence"]
+    touching = [
+        (a in unseen or b in unseen)
+        for a, b, ok in zip(table.column("text_a").to_pylist(), table.column("text_b").to_pylist(), sure)
+        if ok
+    ]
+    assert result["heldout_docs"] == len(unseen)
+    assert result["heldout_pairs"] == sum(touching) and result["train_pairs"] == len(touching) - sum(touching)
+
+
 def test_debiasing_removes_a_position_bias_and_the_confidence_filter_keeps_sure_pairs(trained):
     table = qurating.read_judgments(trained["path"], trained["root"])
     truth = np.array([r["p_true"] for r in trained["judgments"]])
