@@ -177,7 +177,7 @@ def _small_listing(root: str | Path) -> list[str]:
     out: list[str] = []
     if is_url(root):  # no folder mtimes on an object store: the manifest, and the mixtures' manifests
         fs, inner = url_fs(root)
-        fs.invalidate_cache(f"{inner}/mixtures")  # another process may have published one since
+        fs.invalidate_cache()  # another process may have published one since (s3fs caches every folder it listed)
         found = fs.glob(f"{inner}/mixtures/*/manifest.json", detail=True)
         for path, info in sorted(found.items()):
             tag = info.get("ETag") or info.get("LastModified") or info.get("mtime")

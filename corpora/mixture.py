@@ -181,7 +181,7 @@ def write_mixture_pieces(
         if remote:  # uploaded with its manifest last (the commit), then the local build is removed
             if exists(f"{final}/manifest.json") and not force:
                 raise ValueError(f"mixture {name!r} appeared in {root} while selecting; nothing was replaced")
-            upload_mixture(tmp, root, name)
+            manifest = upload_mixture(tmp, root, name)
             shutil.rmtree(tmp, ignore_errors=True)
             refresh_catalog(root)
             return manifest
@@ -206,7 +206,7 @@ def write_mixture_pieces(
 def list_mixtures(root: str | Path) -> list[str]:
     if is_url(root):  # a mixture is published once its manifest is
         fs, inner = url_fs(f"{str(root).rstrip('/')}/mixtures")
-        fs.invalidate_cache(inner)  # another process may have published one since
+        fs.invalidate_cache()  # another process may have published one since (s3fs caches every folder it listed)
         found = fs.glob(f"{inner}/*/manifest.json") if fs.exists(inner) else []
         return sorted(p.rsplit("/", 2)[1] for p in found)
     base = Path(root) / "mixtures"
@@ -311,22 +311,33 @@ def _export_to_url(root: str | Path, name: str, fmt: str, out: str, gzip: bool) 
     return files
 
 
-def upload_mixture(src: Path, url: str, name: str) -> None:
+def upload_mixture(src: Path, url: str, name: str) -> dict:
     """Upload a built mixture folder to `mixtures/<name>/` of an `s3://` root: shards, recipe,
     and the mixture's manifest last (the commit: `list_mixtures` and `load_mixture` see a mixture
-    only once its manifest is there). Shards a replaced mixture had beyond the new ones are
-    removed after the commit."""
+    only once its manifest is there). Replacing a mixture uploads its shards under new names
+    (`part-NNNNN.<build>.parquet`), so a reader of the old manifest, or a kill before the
+    commit, never meets a half-replaced mixture; the old files are removed after the commit.
+    Returns the manifest committed."""
     import json
 
     manifest = json.loads((src / "manifest.json").read_text())
     fs, inner = url_fs(f"{url.rstrip('/')}/mixtures/{name}")
+    fs.invalidate_cache()
     old = set(fs.find(inner)) if fs.exists(inner) else set()
-    new = [s["name"] for s in manifest["shards"]]
-    for shard in new:
-        fs.put_file(str(src / shard), f"{inner}/{shard}")
-    if (src / "recipe.yaml").is_file():
-        new.append("recipe.yaml")
+    build = f".{uuid.uuid4().hex[:8]}" if old else ""
+    for shard in manifest["shards"]:
+        local = src / shard["name"]
+        if build:
+            shard["name"] = shard["name"].replace(".parquet", f"{build}.parquet")
+        fs.put_file(str(local), f"{inner}/{shard['name']}")
+    keep = [s["name"] for s in manifest["shards"]] + ["manifest.json"]
+    if (src / "recipe.yaml").is_file():  # one small object, replaced whole
+        keep.append("recipe.yaml")
         fs.put_file(str(src / "recipe.yaml"), f"{inner}/recipe.yaml")
-    fs.put_file(str(src / "manifest.json"), f"{inner}/manifest.json")
-    for leftover in sorted(old - {f"{inner}/{n}" for n in [*new, "manifest.json"]}):
+    if build:
+        fs.pipe_file(f"{inner}/manifest.json", json.dumps(manifest, indent=2).encode())
+    else:
+        fs.put_file(str(src / "manifest.json"), f"{inner}/manifest.json")
+    for leftover in sorted(old - {f"{inner}/{n}" for n in keep}):
         fs.rm_file(leftover)
+    return manifest

@@ -188,20 +188,77 @@ def sync_mirror(url: str, parts: tuple[str, ...] = ("docs", "annotations"), fres
     return dest
 
 
-def publish_mirror(mirror: Path, url: str, base: bytes | None) -> dict:
-    """Upload what the mirror's manifest commits and the URL root lacks (by name), then commit the
-    mirror's manifest there, merged with whatever another writer committed since `base` (the
-    root's manifest bytes the mirror was made from). Returns the manifest written."""
+# Run state a killed run leaves on the mirror: valid only against the manifest it started from.
+_RUN_STATE = ("docs/.staging", ".assay/units", ".assay/work")
+
+
+def begin_mirror(url: str, parts: tuple[str, ...], fresh_ok: bool = False) -> tuple[Path, bytes]:
+    """The mirror a command that writes into `url` runs on, and the root's manifest bytes it
+    starts from (b"" for a new root): what `publish_mirror` merges against.
+
+    When an earlier run on the mirror was killed and the root's manifest has not changed since
+    it began, the mirror is kept as it is, so that run resumes (and a run that finished locally
+    is published). Otherwise the mirror is synced afresh and a killed run's state is dropped:
+    it refers to files the sync may have replaced or removed."""
+    from assay.corpora.atomic import write_bytes_atomic
+    from assay.corpora.manifest import _parse, read_manifest_bytes
+
+    mirror = mirror_dir(url)
+    marker = mirror / ".assay" / "mirror-base"
+    current = read_manifest_bytes(url) or b""
+    if marker.is_file() and marker.read_bytes() == current:
+        if current:  # the parts this command needs that the killed run did not (no removals)
+            fetch_missing(mirror, url, committed_files(_parse(current, url), parts))
+        return mirror, current
+    for state in _RUN_STATE:
+        shutil.rmtree(mirror / state, ignore_errors=True)
+    sync_mirror(url, parts, fresh_ok)
+    base = (mirror / "manifest.json").read_bytes() if (mirror / "manifest.json").is_file() else b""
+    write_bytes_atomic(marker, base)
+    return mirror, base
+
+
+def fetch_missing(mirror: Path, url: str, wanted: dict[str, str | None]) -> None:
+    """Fetch the wanted files the mirror does not have."""
+    from assay.corpora.atomic import atomic_path
+
+    fs, inner = url_fs(url)
+    for rel in wanted:
+        if not (mirror / rel).is_file():
+            with atomic_path(mirror / rel) as tmp:
+                fs.get_file(f"{inner}/{rel}", str(tmp))
+
+
+class PublishConflict(ValueError):
+    """Another writer committed a file of the same name since this run began."""
+
+
+def publish_mirror(mirror: Path, url: str, base: bytes) -> dict:
+    """Upload the files this run added or changed on the mirror (relative to `base`, the root's
+    manifest it started from), then commit the mirror's manifest there, merged with whatever
+    another writer committed since `base`. A file another writer committed under one of the same
+    names meanwhile is never overwritten: that is a conflict, and a rerun starts afresh from the
+    root as it is then. Returns the manifest written."""
     from assay.corpora.manifest import Manifest, _parse, load_manifest, read_manifest_bytes, save_manifest
 
     local = load_manifest(mirror)
+    before = committed_files(_parse(base, url)) if base else {}
     current = read_manifest_bytes(url)
     there = committed_files(_parse(current, url)) if current is not None else {}
+    mine = {rel: sha for rel, sha in committed_files(local).items() if before.get(rel, "absent") != sha}
+    clash = sorted(rel for rel in mine if there.get(rel, "absent") != before.get(rel, "absent"))
+    if clash:
+        (mirror / ".assay" / "mirror-base").unlink(missing_ok=True)  # the rerun resyncs
+        raise PublishConflict(
+            f"{url}: another writer committed {clash[0]} (and {len(clash) - 1} more) while this run "
+            "was working; nothing was overwritten, run the command again"
+        )
     fs, inner = url_fs(url)
-    for rel, sha in committed_files(local).items():
-        if rel not in there or (sha is not None and there[rel] != sha):
-            fs.put_file(str(mirror / rel), f"{inner}/{rel}")
+    for rel in mine:
+        fs.put_file(str(mirror / rel), f"{inner}/{rel}")
     out = Manifest(dict(local))
     # merged against the manifest the mirror started from: changes committed since are kept
-    out.base_text = base.decode() if base is not None else None
-    return save_manifest(url, out)
+    out.base_text = base.decode() if base else None
+    written = save_manifest(url, out)
+    (mirror / ".assay" / "mirror-base").unlink(missing_ok=True)
+    return written

@@ -339,11 +339,10 @@ def _annotate_on_mirror(
     and rename them, so they run on a local mirror of the root's docs and annotation sets; the
     new annotation files are then uploaded whole and the manifest, written last, commits them
     (merged with whatever another writer committed meanwhile)."""
-    from assay.corpora.storage import publish_mirror, sync_mirror
+    from assay.corpora.storage import begin_mirror, publish_mirror
 
-    mirror = sync_mirror(url)
-    base = (mirror / "manifest.json").read_bytes()
-    summary = annotate(mirror, specs, config, device, batch_size, quiet)
+    mirror, base = begin_mirror(url, ("docs", "annotations"))
+    summary = annotate(mirror, specs, config, device, batch_size, quiet)  # killed: resumes on the mirror
     publish_mirror(mirror, url, base)
     refresh_catalog(url)
     return summary

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from assay.corpora.atomic import disk_full_is_clear, sweep_temporaries, write_bytes_atomic
+from assay.corpora.atomic import disk_full_is_clear, sweep_temporaries
 from assay.corpora.catalog import ensure_catalog, refresh_catalog
 from assay.corpora.ingest import IngestOptions, finalize, plan_units, run_key, unit_record_path
 from assay.corpora.inputs import expand_inputs
@@ -49,26 +50,15 @@ def _ingest_to_url(
     last commits them: a reader of the root sees the corpus before the run or after it.
 
     A killed run resumes: the mirror keeps its staging and unit records, and a run that finished
-    locally but was killed while uploading is published by the next call, not ingested again."""
-    from assay.corpora.manifest import read_manifest_bytes
-    from assay.corpora.storage import mirror_dir, publish_mirror, sync_mirror
+    locally but was killed while uploading is published by the next call, not ingested again
+    (both as long as nobody committed to the root in between; else the run starts afresh)."""
+    from assay.corpora.storage import begin_mirror, publish_mirror
 
-    mirror = mirror_dir(url)
-    pending = mirror / ".assay" / "publish-base"  # the root's manifest the mirror's run started from
-    current = read_manifest_bytes(url) or b""
-    if not (pending.is_file() and pending.read_bytes() == current):
-        # (re)start from what the root commits; a killed run's staging stays and is resumed
-        sync_mirror(url, ("docs",), fresh_ok=True)
-        write_bytes_atomic(pending, current)
-    with disk_full_is_clear(mirror):
-        try:
-            summary = _ingest(inputs, mirror, options, config, append, quiet, catalog=False)
-        except WorkUnitsFailed:
-            publish_mirror(mirror, url, current or None)  # the failed run's record
-            pending.unlink(missing_ok=True)
-            raise
-    publish_mirror(mirror, url, current or None)
-    pending.unlink(missing_ok=True)
+    mirror, base = begin_mirror(url, ("docs",), fresh_ok=True)
+    with disk_full_is_clear(mirror), _errors_name(mirror, url):
+        # a failed run publishes nothing: its record stays on the mirror with the staging it resumes
+        summary = _ingest(inputs, mirror, options, config, append, quiet, catalog=False)
+        publish_mirror(mirror, url, base)
     refresh_catalog(url)
     return summary
 
@@ -167,6 +157,17 @@ def _ingest(
         "skipped": found.skipped,
         "seconds": run["seconds_total"],
     }
+
+
+@contextmanager
+def _errors_name(mirror: Path, url: str):
+    """A user error raised on the mirror names the root the user gave, not the local copy."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as exc:
+        if str(mirror) not in str(exc):
+            raise
+        raise type(exc)(str(exc).replace(str(mirror), url)) from None
 
 
 def _totals_for(manifest: dict, key: str) -> dict:

@@ -387,10 +387,57 @@ def _select_in_memory(
     )
 
 
-def _manifest(root: Path, name: str, recipe: Recipe, counting: dict, report: dict, started: float) -> dict:
+def corpus_state(corpus: dict, recipe: Recipe) -> dict:
+    """What a selection depends on besides its recipe: the docs shards, the annotation sets
+    (versions, and a digest of their shards' checksums: a set filled in for appended shards
+    keeps its version), and the tokenizer file a recipe counts tokens with."""
+    import hashlib
+    import json
+
+    shards = {
+        k: {p: e.get("sha256") for p, e in v.get("shards", {}).items()}
+        for k, v in corpus["annotations"].items()
+    }
+    state = {
+        "docs_shards": [{"name": s["name"], "sha256": s.get("sha256")} for s in corpus["shards"]],
+        "annotations": {k: v["version"] for k, v in corpus["annotations"].items()},
+        "annotation_shards": hashlib.sha256(json.dumps(shards, sort_keys=True).encode()).hexdigest(),
+    }
+    if recipe.tokenizer:
+        from assay.corpora.shards import sha256_file
+
+        state["tokenizer_sha256"] = sha256_file(Path(recipe.tokenizer))
+    return state
+
+
+def _already_selected(root: Path | str, name: str, recipe: Recipe, corpus: dict) -> dict | None:
+    """The mixture's manifest when `name` was selected with this recipe from the corpus as it is
+    now: a rerun (a pipeline script run again, or one killed after publishing) is then done."""
+    import json
+
+    from assay.corpora.mixture import list_mixtures, load_mixture
+
+    if name not in list_mixtures(root):
+        return None
+    done = load_mixture(root, name)
+    same_recipe = done.get("recipe") == json.loads(json.dumps(recipe.to_json()))
+    if same_recipe and done.get("corpus") == corpus_state(corpus, recipe):
+        return {**done, "already_selected": True}
+    return None
+
+
+def _manifest(
+    root: Path,
+    name: str,
+    recipe: Recipe,
+    counting: dict,
+    report: dict,
+    started: float,
+    corpus: dict | None = None,
+) -> dict:
     from assay.corpora.manifest import load_manifest, tool_versions
 
-    corpus = load_manifest(root)
+    corpus = corpus if corpus is not None else load_manifest(root)  # the state selected from
     return {
         "name": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -402,10 +449,7 @@ def _manifest(root: Path, name: str, recipe: Recipe, counting: dict, report: dic
         "max_epochs": recipe.max_epochs,
         "token_count": counting,
         **report,
-        "corpus": {
-            "docs_shards": [{"name": s["name"], "sha256": s.get("sha256")} for s in corpus["shards"]],
-            "annotations": {k: v["version"] for k, v in corpus["annotations"].items()},
-        },
+        "corpus": corpus_state(corpus, recipe),
         "versions": tool_versions(),
         "seconds_selecting": round(time.time() - started, 3),
     }
@@ -900,11 +944,14 @@ def select(
 
     import duckdb
 
-    from assay.corpora.manifest import local_state_dir, require_root
+    from assay.corpora.manifest import load_manifest, local_state_dir, require_root
     from assay.corpora.mixture import check_name, write_mixture_pieces
     from assay.pipelines.recipe import DEFAULT_MEMORY, check_memory
 
     root = require_root(root)  # a URL root (s3://) is read in place: ids, scores, then chosen rows
+    corpus = load_manifest(root)  # read once: the manifest records the state this run selects from
+    if not force and (done := _already_selected(root, name, recipe, corpus)) is not None:
+        return done
     started = time.time()
     check_name(root, name, force)
     memory = check_memory(memory, "--memory") if memory is not None else (recipe.memory or DEFAULT_MEMORY)
@@ -918,7 +965,7 @@ def select(
         try:
             _build_raw(con, root, recipe)
             report, counting, max_copies = _plan_out_of_core(con, root, recipe)
-            manifest = _manifest(root, name, recipe, counting, report, started)
+            manifest = _manifest(root, name, recipe, counting, report, started, corpus)
             return write_mixture_pieces(
                 root, name, _pieces(con, root, max_copies), manifest, recipe_text, force
             )

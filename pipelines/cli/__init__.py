@@ -241,7 +241,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def _is_user_error(exc: BaseException) -> bool:
     if getattr(exc, "user_facing", False) or isinstance(exc, USER_ERRORS):
         return True
-    return type(exc).__module__.lstrip("_").startswith("duckdb")
+    # DuckDB's errors are about the user's SQL; botocore's (no credentials, unknown endpoint) about
+    # the user's object-store settings
+    return type(exc).__module__.lstrip("_").startswith(("duckdb", "botocore"))
 
 
 class RootGroup(LazyGroup):

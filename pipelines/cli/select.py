@@ -91,6 +91,8 @@ def select(root, recipe_path, name, force, memory, threads):
         raise click.ClickException(str(exc)) from None
     from rich.console import Console
 
+    if manifest.get("already_selected"):
+        click.echo(f"mixture {name} was already selected with this recipe from this corpus; nothing to do")
     click.echo(_summary(manifest))
     Console(width=160).print(_strata_table(manifest, f"mixture {name}"))
 

@@ -5,6 +5,7 @@ real S3 server are in tests/integration/test_s3.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import fsspec
 import pyarrow as pa
@@ -20,7 +21,7 @@ from assay.corpora.mixture import (
     upload_mixture,
 )
 from assay.corpora.shards import sha256_file, sha256_url, write_table_atomic, write_table_url
-from assay.corpora.storage import publish_mirror, sync_mirror
+from assay.corpora.storage import PublishConflict, begin_mirror, publish_mirror, sync_mirror
 from assay.pipelines.annotate import output_paths
 from assay.scorers.registry import make_scorer
 
@@ -94,14 +95,26 @@ def test_publish_then_read_a_mixture_on_a_url_root(mem, tmp_path):
     assert list_mixtures(url) == []
     with pytest.raises(ValueError, match="no mixture 'm'"):
         load_mixture(url, "m")
-    # a stale shard from a replaced mixture is removed after the commit
-    fs.pipe_file(f"{base}/mixtures/m/part-00009.parquet", b"old")
+    # a first upload keeps the local names
+    fs.rm(f"{base}/mixtures", recursive=True)
     upload_mixture(root / "mixtures" / "m", url, "m")
     assert list_mixtures(url) == ["m"]
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{base}/mixtures/m")) == [
         "manifest.json",
         "part-00000.parquet",
         "part-00001.parquet",
+    ]
+    rows = [r for b in mixture_batches(url, "m", ["id"]) for r in b.column("id").to_pylist()]
+    assert rows == ["d1", "d2", "d2"]
+    # a replacement goes under new names, so the old manifest's shards are intact until the
+    # commit; after it the old files (and a stray one) are removed
+    fs.pipe_file(f"{base}/mixtures/m/part-00009.parquet", b"stray")
+    committed = upload_mixture(root / "mixtures" / "m", url, "m")
+    names = sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{base}/mixtures/m"))
+    assert names[0] == "manifest.json" and len(names) == 3
+    assert all(re.fullmatch(r"part-0000[01]\.[0-9a-f]{8}\.parquet", n) for n in names[1:])
+    assert [s["name"] for s in load_mixture(url, "m")["shards"]] == names[1:] == [
+        s["name"] for s in committed["shards"]
     ]
     rows = [r for b in mixture_batches(url, "m", ["id"]) for r in b.column("id").to_pylist()]
     assert rows == ["d1", "d2", "d2"]
@@ -129,10 +142,11 @@ def test_the_mirror_holds_exactly_what_the_manifest_commits(mem, tmp_path):
     assert (sync_mirror(url) / "docs/part-00000.parquet").read_bytes() == good
 
 
-def test_a_mirror_run_keeps_its_staging_and_publishes_merged(mem, tmp_path):
-    """What `assay ingest` into a URL root relies on: the mirror keeps a killed run's hidden
-    staging across syncs, and publishing uploads only the new files, then commits a manifest that
-    keeps what another writer committed meanwhile."""
+def test_a_mirror_run_resumes_publishes_merged_and_never_overwrites(mem, tmp_path):
+    """What `assay ingest` into a URL root relies on: a killed run's mirror (its hidden staging)
+    is kept while the root is unchanged and dropped when it changed; publishing uploads only this
+    run's files and commits a manifest that keeps what another writer committed meanwhile; a
+    file another writer committed under one of this run's names is a conflict, not overwritten."""
     from assay.corpora.manifest import load_manifest, save_manifest
 
     fs, base = mem
@@ -140,15 +154,18 @@ def test_a_mirror_run_keeps_its_staging_and_publishes_merged(mem, tmp_path):
     url = f"memory://{base}"
     for rel in ("docs/part-00000.parquet", "annotations/stats/part-00000.parquet", "manifest.json"):
         fs.put_file(str(root / rel), f"{base}/{rel}")
-    mirror = sync_mirror(url, ("docs",))
+    mirror, base_bytes = begin_mirror(url, ("docs",))
+    assert base_bytes == fs.cat_file(f"{base}/manifest.json")
     assert not (mirror / "annotations").exists()  # only the parts asked for
     staged = mirror / "docs" / ".staging" / "run1" / "s00000.parquet"
     staged.parent.mkdir(parents=True)
     staged.write_bytes(b"half a run")
-    mirror = sync_mirror(url, ("docs",))
-    assert staged.read_bytes() == b"half a run"
-    # the run on the mirror publishes a new shard; meanwhile another writer appends a run record
-    base_bytes = (mirror / "manifest.json").read_bytes()
+    # killed; the root is unchanged: the next call resumes on the same mirror (and fetches the
+    # parts it needs that the killed one did not)
+    mirror, again = begin_mirror(url, ("docs", "annotations"))
+    assert again == base_bytes and staged.read_bytes() == b"half a run"
+    assert (mirror / "annotations/stats/part-00000.parquet").is_file()
+    # the run publishes a new shard; meanwhile another writer appended a run record
     new = write_table_atomic(pa.table({"id": ["d3"], "text": ["three"]}), mirror / "docs/part-00001.parquet")
     m = load_manifest(mirror)
     m["shards"].append({"name": "docs/part-00001.parquet", **new})
@@ -164,3 +181,22 @@ def test_a_mirror_run_keeps_its_staging_and_publishes_merged(mem, tmp_path):
     assert fs.cat_file(f"{base}/docs/part-00001.parquet") == (mirror / "docs/part-00001.parquet").read_bytes()
     assert fs.info(f"{base}/docs/part-00000.parquet")["created"] == before  # not uploaded again
     assert not fs.exists(f"{base}/docs/.staging")
+    # the root changed since: a new run starts from a fresh sync, the old staging is gone
+    mirror, base_bytes = begin_mirror(url, ("docs",))
+    assert not staged.exists() and base_bytes == fs.cat_file(f"{base}/manifest.json")
+    # two writers both add docs/part-00002: the second to publish must not replace the first's
+    mine = write_table_atomic(pa.table({"id": ["d4"], "text": ["mine"]}), mirror / "docs/part-00002.parquet")
+    m = load_manifest(mirror)
+    m["shards"].append({"name": "docs/part-00002.parquet", **mine})
+    save_manifest(mirror, m)
+    other = write_table_url(
+        pa.table({"id": ["d5"], "text": ["theirs"]}), f"memory://{base}/docs/part-00002.parquet"
+    )
+    theirs = load_manifest(url)
+    theirs["shards"].append({"name": "docs/part-00002.parquet", **other})
+    save_manifest(url, theirs)
+    committed = fs.cat_file(f"{base}/manifest.json")
+    with pytest.raises(PublishConflict, match="another writer committed docs/part-00002.parquet"):
+        publish_mirror(mirror, url, base_bytes)
+    assert fs.cat_file(f"{base}/manifest.json") == committed
+    assert pq.read_table(fs.open(f"{base}/docs/part-00002.parquet")).column("id").to_pylist() == ["d5"]

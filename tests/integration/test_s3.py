@@ -282,8 +282,12 @@ def test_select_and_export_into_an_s3_root_match_local(s3_fresh, s3_env):
     got = [_cli(["sql", q, "--root", root, "--format", "json"], s3_env) for root in (url, str(twin))]
     assert all(o.returncode == 0 for o in got), got[0].stderr
     assert json.loads(got[0].stdout) == json.loads(got[1].stdout) and json.loads(got[0].stdout)[0]["n"] == 25
-    # the name is taken on the root itself, not on its local copy
+    # a rerun finds it selected; another recipe under the same name is refused
     out = _cli(["select", "--root", url, "--recipe", str(recipe), "--name", "m1"], s3_env)
+    assert out.returncode == 0 and "already selected" in out.stdout, out.stderr
+    other = s3_fresh["base"] / "other.yaml"
+    other.write_text("rank: ln(words) - ln(lines + 1)\nbudget:\n  docs: 20\nseed: 7\n")
+    out = _cli(["select", "--root", url, "--recipe", str(other), "--name", "m1"], s3_env)
     assert out.returncode != 0 and "already exists" in out.stderr
     # export from the S3 root, to S3 and to a local folder: the same bytes as a local export
     local_out = s3_fresh["base"] / "export-local"
@@ -352,7 +356,7 @@ def test_ingest_killed_before_its_upload_publishes_on_rerun(s3_env, tmp_path):
     import fsspec
 
     from assay.corpora.manifest import load_manifest, read_manifest_bytes
-    from assay.corpora.storage import mirror_dir, sync_mirror
+    from assay.corpora.storage import begin_mirror, mirror_dir
     from assay.pipelines.ingest import _ingest, ingest
 
     fs = fsspec.filesystem("s3")
@@ -360,13 +364,11 @@ def test_ingest_killed_before_its_upload_publishes_on_rerun(s3_env, tmp_path):
     url = "s3://assay-killed/corpus"
     inputs = [str(FIXTURES / "ingest" / "inaugural_noid.jsonl")]
     # what `ingest` does up to the upload, then stops (as if killed there)
-    mirror = sync_mirror(url, ("docs",), fresh_ok=True)
-    (mirror / ".assay").mkdir(parents=True, exist_ok=True)
-    (mirror / ".assay" / "publish-base").write_bytes(b"")
+    mirror, _ = begin_mirror(url, ("docs",), fresh_ok=True)
     _ingest(inputs, mirror, None, None, False, True, catalog=False)
     assert read_manifest_bytes(url) is None and not fs.exists("assay-killed/corpus/docs")
     out = ingest(inputs, url, quiet=True)
     assert out["already_done"] is True  # published, not ingested again
     assert load_manifest(url)["shards"] == load_manifest(mirror_dir(url))["shards"]
     assert _remote_files(fs, "assay-killed/corpus/docs") == _local_files(mirror / "docs")
-    assert not (mirror / ".assay" / "publish-base").exists()
+    assert not (mirror / ".assay" / "mirror-base").exists()

@@ -318,7 +318,12 @@ def test_mixture_view_manifest_and_recipe_file(root):
 
 
 def test_name_taken_force_and_killed_leftovers(root):
-    run(root, "again", rank=RANK, budget={"docs": 3})
+    first = run(root, "again", rank=RANK, budget={"docs": 3})
+    files = {p.name: p.stat().st_mtime_ns for p in (root / "mixtures/again").iterdir()}
+    # the same recipe on the same corpus: already selected, nothing rewritten
+    rerun = run(root, "again", rank=RANK, budget={"docs": 3})
+    assert rerun["already_selected"] is True and rerun["selected"] == first["selected"]
+    assert {p.name: p.stat().st_mtime_ns for p in (root / "mixtures/again").iterdir()} == files
     with pytest.raises(ValueError, match="already exists"):
         run(root, "again", rank=RANK, budget={"docs": 4})
     leftover = root / ".assay/tmp/mixture-again-deadbeef"
@@ -329,6 +334,31 @@ def test_name_taken_force_and_killed_leftovers(root):
     assert q(root, "SELECT count(*) AS n FROM mixture_again")[0]["n"] == 4
     with pytest.raises(ValueError, match="mixture name"):
         run(root, "../escape", rank=RANK, budget={"docs": 1})
+
+
+def test_a_rerun_after_the_corpus_changed_is_not_already_selected(tmp_path):
+    """A mixture is already selected only from the same docs shards and the same annotation
+    shards: documents appended, or a set filled in for them under the same scorer version, make
+    it stale, and a rerun says so instead of skipping."""
+    import shutil
+
+    small = tmp_path / "root"
+    ingest([str(REPO / "sample/speeches")], small, quiet=True)
+    annotate(small, ["stats", "language"], quiet=True)
+    recipe = {"filter": "lang = 'en'", "rank": RANK, "budget": {"docs": 3}}
+    run(small, "grow", **recipe)
+    assert run(small, "grow", **recipe)["already_selected"] is True
+    extra = tmp_path / "extra"
+    shutil.copytree(REPO / "sample/web", extra)
+    ingest([str(extra)], small, append=True, quiet=True)
+    annotate(small, ["stats"], quiet=True)
+    with pytest.raises(ValueError, match="already exists"):  # new docs shards
+        run(small, "grow", **recipe)
+    select(small, parse_recipe(recipe), "grow", force=True)  # the new documents have no `lang` yet
+    assert run(small, "grow", **recipe)["already_selected"] is True
+    annotate(small, ["language"], quiet=True)  # the same version, now on the appended shards too
+    with pytest.raises(ValueError, match="already exists"):
+        run(small, "grow", **recipe)
 
 
 def test_cli_select_list_show_export(root, tmp_path):
