@@ -13,7 +13,13 @@ set of N shards and a manifest naming them all, then times, each in the same run
   stale (the manifest changed, so the command rebuilds first); and the old open (a listing
   fingerprint, then the query) in a new process;
 * DuckDB's own `count(*)` over the N files: through a glob and through the manifest's file list
-  (one string split at bind time: a 100k-element SQL list literal takes seconds to parse).
+  (one string split at bind time: a 100k-element SQL list literal takes seconds to parse);
+* annotate planning: `assay annotate --scorer stats` on the root where every shard is done (a
+  new process: it plans, finds nothing to do, exits), and in this process the planning of a new
+  scorer (which of the N shards lack its output);
+* `assay select` in a new process (top 10 documents by `words`): the whole command, pool query
+  over the N annotation and docs files included, and the mixture manifest's own
+  `seconds_selecting`.
 
     .venv/bin/python -P bench/planning.py --shards 100000
 
@@ -208,6 +214,24 @@ def main() -> None:
         lambda: con.execute("SELECT sum(words) FROM annotations").fetchone()
     )
     con.close()
+    # annotate planning: everything done (a rerun), and a new scorer's missing shards
+    from assay.pipelines.annotate import _docs_to_score
+    from assay.scorers.registry import make_scorer
+
+    res["annotate_rerun_done_s"], _ = cli_seconds(["annotate", "--root", str(root), "--scorer", "stats"])
+    res["annotate_plan_new_scorer_s"], todo = timed(
+        _docs_to_score, root, load_manifest(root), [make_scorer("language", root)]
+    )
+    assert todo == args.shards, todo
+    # select: the whole command in a new process
+    recipe = base / "top10.yaml"
+    recipe.write_text("rank: words\nbudget:\n  docs: 10\n")
+    res["select_s"], _ = cli_seconds(
+        ["select", "--root", str(root), "--recipe", str(recipe), "--name", "top10", "--force"]
+    )
+    mixture = json.loads((root / "mixtures" / "top10" / "manifest.json").read_text())
+    res["select_seconds_selecting"] = mixture["seconds_selecting"]
+    assert mixture["selected"]["docs"] == 10
     for k, v in res.items():
         if isinstance(v, float):
             res[k] = round(v, 3)
