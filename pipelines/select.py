@@ -11,8 +11,10 @@ when `corpora.mixture.write_mixture_pieces` copies the chosen documents.
 
 `select` works out of core, so its memory is set by `memory` (DuckDB's cap; it spills to a
 folder under `.assay/tmp/`), not by the corpus: the filtered pool is written once to a DuckDB
-file there; per-stratum sums and a histogram of the budget's unit over the order key (tokens,
-characters or documents per bucket) locate the bucket where each quota runs out, and only that
+file there, joined one docs shard at a time where each annotation set's shard holds that docs
+shard's ids (what `annotate` writes; else, or for a rank with a window, in one query);
+per-stratum sums and a histogram of the budget's unit over the order key (tokens, characters
+or documents per bucket) locate the bucket where each quota runs out, and only that
 bucket is sorted to find the exact last document (ties by id); the chosen documents are then
 located in the docs shards and streamed to the writer one shard at a time. Gumbel and uniform
 keys come from an MD5 hash of (seed, id) (`noise_sql`), so no generator state exists. The
@@ -23,6 +25,7 @@ check that both write the same bytes; with `noise="hash"` it draws the same keys
 from __future__ import annotations
 
 import json
+import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -539,11 +542,111 @@ def _build_raw(con, root: Path, recipe: Recipe) -> None:
     strata = "".join(f", CAST({ident(c)} AS VARCHAR) AS __s{i}" for i, c in enumerate(recipe.strata.columns))
     where = f" WHERE ({recipe.filter})" if recipe.filter else ""
     outer = "".join(f", __s{i}" for i in range(len(recipe.strata.columns)))
-    con.execute(
-        f"CREATE TABLE raw AS SELECT id, CASE WHEN isnan(__r) THEN NULL ELSE __r END AS __score{outer}, "
-        f"__tokens, __chars{', __dup' if dup else ''} FROM (SELECT id, {score} AS __r{strata}, "
-        f"{tokens} AS __tokens, {chars} AS __chars{dup} FROM annotations{where})"
+
+    def query(place: str, inner: str) -> str:
+        return (
+            f"SELECT {place}id, CASE WHEN isnan(__r) THEN NULL ELSE __r END AS __score{outer}, "
+            f"__tokens, __chars{', __dup' if dup else ''} FROM (SELECT {inner}id, {score} AS __r{strata}, "
+            f"{tokens} AS __tokens, {chars} AS __chars{dup} FROM annotations{where})"
+        )
+
+    # a window or subquery sees the whole view: such a recipe is evaluated on it in one query
+    whole = any(_WHOLE.search(s or "") for s in (recipe.filter, recipe.rank))
+    shards = None if whole or not _needs_shard_join(con, root) else _shard_views(con, root)
+    if shards is None:  # where each document lies is found later, by a join with the docs shards
+        con.execute(f"CREATE TABLE raw AS {query('NULL::BIGINT AS __f, NULL::BIGINT AS __row, ', '')}")
+        return
+    # One docs shard at a time: joining the annotation sets over the whole corpus needs hash
+    # tables of every id, which under a small cap run out of memory (100M documents, 256 MB).
+    # Each row keeps its docs shard (__f) and row in it (__row): no id join is needed later.
+    for i, view in enumerate(shards):
+        con.execute(view)
+        con.execute(
+            f"{'INSERT INTO raw' if i else 'CREATE TABLE raw AS'} {query('__f, __row, ', '__f, __row, ')}"
+        )
+    for stmt in view_statements(root):  # the whole-corpus view again, for whoever reads it next
+        con.execute(stmt)
+
+
+# Bytes per document and annotation set that joining the sets over the whole corpus takes in
+# DuckDB's hash tables (an id and its row; a rough figure, not tuned): past half the memory cap
+# the pool is joined shard by shard. Below it one query is faster, as the per-shard path runs a
+# few queries per shard (at 100,000 tiny shards, minutes).
+SHARD_JOIN_ROW_BYTES = 128
+
+
+def _needs_shard_join(con, root: Path | str) -> bool:
+    """Whether the whole-corpus join may not fit the cap, so the pool is built shard by shard."""
+    from assay.corpora.ingest import parse_size
+    from assay.corpora.manifest import load_manifest
+
+    manifest = load_manifest(root)
+    rows = sum(int(s.get("rows", 0)) for s in manifest["shards"])
+    sets = sum(1 for e in manifest["annotations"].values() if e.get("kind") != "extractor")
+    ((limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    return rows * max(sets, 1) * SHARD_JOIN_ROW_BYTES > parse_size(limit.replace(" ", "")) / 2
+
+
+# A recipe whose filter or rank holds one of these reads more than its own row.
+_WHOLE = re.compile(r"\b(over|select)\b", re.IGNORECASE)
+
+
+def _shard_views(con, root: Path | str) -> list[str] | None:
+    """The `annotations` view restricted to each docs shard in turn (its docs joined with the
+    same-named shard of every annotation set, which `annotate` writes for it), or None where an
+    annotation shard holds an id its docs shard lacks: then only the whole-corpus join is right."""
+    from assay.corpora.catalog import Sources, _parts, manifest_sources, parquet_list, view_statements
+    from assay.corpora.manifest import load_manifest
+    from assay.corpora.storage import join
+
+    manifest = load_manifest(root)
+    full = manifest_sources(root, manifest)
+    if not full.annotations or not manifest.get("shards"):
+        return None
+    parts: dict[str, set] = {}
+    for name, entry in manifest.get("annotations", {}).items():
+        if entry.get("kind") != "extractor":
+            for table in entry.get("columns") or {name: None}:
+                parts[table] = set(_parts(entry, table, name))
+    docs_parts = {Path(s["name"]).name for s in manifest["shards"]}
+    if any(ps - docs_parts for ps in parts.values()):  # a set's shard named after no docs shard
+        return None
+    # the catalog's own statement, with placeholders where each shard's files go
+    marks = {t: f"__assay_set_{i}__" for i, t in enumerate(full.annotations)}
+    placeholder = Sources(
+        docs=full.docs, annotations={t: (marks[t], cols) for t, (_, cols) in full.annotations.items()}
     )
+    (template,) = [
+        s for s in view_statements(root, placeholder) if s.startswith("CREATE OR REPLACE VIEW annotations AS")
+    ]
+    head = "CREATE OR REPLACE VIEW annotations AS SELECT d.id, "
+    if template.count(" FROM docs d ") != 1 or not template.startswith(head):  # not a join known here
+        return None
+    base = join(root)
+    index = {n: i for i, n in enumerate(_docs_files(root))}
+    views = []
+    for shard in manifest["shards"]:
+        part = Path(shard["name"]).name
+        path = f"{base}/{shard['name']}"
+        docs = parquet_list([path])
+        view = template.replace(" FROM docs d ", f" FROM {parquet_list([path], 'file_row_number=true')} d ")
+        f = index[path]
+        view = view.replace(
+            head, f"{head[: -len('d.id, ')]}{f}::BIGINT AS __f, d.file_row_number AS __row, d.id, ", 1
+        )
+        for table, (src, _) in full.annotations.items():
+            if part in parts.get(table, ()):
+                ann = parquet_list([f"{base}/annotations/{table}/{part}"])
+                ((stray,),) = con.execute(
+                    f"SELECT count(*) FROM {ann} a ANTI JOIN {docs} d USING (id)"
+                ).fetchall()
+                if stray:
+                    return None
+            else:  # no shard of this set for these docs: its columns are NULL, as in the full join
+                ann = f"(SELECT * FROM {src} LIMIT 0)"
+            view = view.replace(marks[table], ann)
+        views.append(view)
+    return views
 
 
 def _count_tokens_ooc(con, root: Path, tokenizer_path: str, batch_size: int = 512) -> None:
@@ -551,61 +654,26 @@ def _count_tokens_ooc(con, root: Path, tokenizer_path: str, batch_size: int = 51
     import pyarrow as pa
     from tokenizers import Tokenizer
 
-    from assay.corpora.mixture import docs_shards_sql, read_rows
+    from assay.corpora.mixture import read_rows
 
     tok = Tokenizer.from_file(tokenizer_path)
     tok.no_truncation()
     tok.no_padding()
     con.execute("CREATE TABLE tok (id VARCHAR, tokens BIGINT)")
-    reader = con.sql(
-        f"SELECT d.filename, d.file_row_number AS row, p.id FROM pool p JOIN {docs_shards_sql(root)} d "
-        "USING (id) ORDER BY 1, 2"
-    ).to_arrow_reader(65_536)
-    out = con.cursor()  # a second cursor: the first is busy streaming the locations
-    for path, rows, ids in _by_file(reader, ["id"]):
-        texts = read_rows(path, rows, ["text"]).column("text").to_pylist()
+    for f, path in _locate(con, root, "pool", "c.id"):
+        ids = _shard_rows(con, f, "id")
+        if ids.num_rows == 0:
+            continue
+        texts = read_rows(path, ids.column("row").to_numpy(), ["text"]).column("text").to_pylist()
         counts = []
         for i in range(0, len(texts), batch_size):
             enc = tok.encode_batch([t or "" for t in texts[i : i + batch_size]], add_special_tokens=False)
             counts.extend(len(e.ids) for e in enc)
-        chunk = pa.table({"id": ids["id"], "tokens": pa.array(counts, pa.int64())})
-        out.register("chunk", chunk)
-        out.execute("INSERT INTO tok SELECT * FROM chunk")
-        out.unregister("chunk")
-    out.close()
+        con.register("chunk", pa.table({"id": ids.column("id"), "tokens": pa.array(counts, pa.int64())}))
+        con.execute("INSERT INTO tok SELECT * FROM chunk").fetchall()  # done before the next con.sql
+        con.unregister("chunk")
+    con.execute("DROP TABLE loc")
     con.execute("UPDATE pool SET tokens = tok.tokens FROM tok WHERE pool.id = tok.id")
-
-
-def _by_file(reader, extra: list[str]):
-    """Group a (filename, row, *extra) stream sorted by filename into one piece per docs shard."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    current, parts = None, []
-
-    def flush():
-        t = pa.Table.from_batches(parts)
-        path = current if "://" in current else Path(current)  # a URL root's shards stay URLs
-        return path, t.column("row").to_numpy(), {c: t.column(c).combine_chunks() for c in extra}
-
-    for batch in reader:
-        if batch.num_rows == 0:
-            continue
-        files = batch.column(0)
-        # split the batch where the file name changes
-        differs = pc.not_equal(files.slice(1), files.slice(0, len(files) - 1))
-        change = np.nonzero(differs.to_numpy(zero_copy_only=False))[0] + 1
-        starts = [0, *change.tolist()]
-        ends = [*change.tolist(), batch.num_rows]
-        for a, b in zip(starts, ends):
-            name = files[a].as_py()
-            if name != current and parts:
-                yield flush()
-                parts = []
-            current = name
-            parts.append(batch.slice(a, b - a))
-    if parts:
-        yield flush()
 
 
 def _strata_keys(con, recipe: Recipe, keep: str) -> list[dict]:
@@ -706,7 +774,7 @@ def _plan_out_of_core(con, root: Path, recipe: Recipe) -> tuple[dict, dict, int]
     # the generated names (__score, __dup, id) exist in `raw` only: no qualification needed
     con.execute(
         f"CREATE TABLE pool AS SELECT id, __score AS raw, {order_key} AS k, CAST(__tokens AS BIGINT) AS tokens, "
-        f"CAST(__chars AS BIGINT) AS chars, {stratum} AS s FROM raw r{join} WHERE {keep_all}"
+        f"CAST(__chars AS BIGINT) AS chars, {stratum} AS s, __f AS f, __row AS row FROM raw r{join} WHERE {keep_all}"
     )
     con.execute("DROP TABLE raw")
     if cols:
@@ -762,7 +830,7 @@ def _plan_out_of_core(con, root: Path, recipe: Recipe) -> tuple[dict, dict, int]
         },
     )
     con.execute(
-        f"CREATE TABLE chosen AS SELECT * FROM (SELECT p.id, p.raw, p.s, p.tokens, p.chars, {size} AS size, "
+        f"CREATE TABLE chosen AS SELECT * FROM (SELECT p.id, p.raw, p.s, p.tokens, p.chars, p.f, p.row, {size} AS size, "
         "c.full + CASE WHEN c.has_cut AND (p.k > c.ck OR (p.k = c.ck AND p.id <= c.cid)) THEN 1 ELSE 0 END AS copies "
         "FROM pool p JOIN cuts c USING (s)) WHERE copies > 0"
     )
@@ -898,28 +966,69 @@ def _cuts(con, agg: dict, rest: np.ndarray, size: str) -> tuple[dict, dict]:
     return cut_k, cut_id
 
 
-def _pieces(con, root: Path, max_copies: int):
-    """(docs shard, rows, scores, copy) for the mixture writer: every chosen document located
-    once in the docs shards, then streamed pass by pass in (shard, row) order."""
+def _docs_files(root: Path | str) -> list[str]:
+    """The docs shards `docs_shards_sql` reads, sorted as the former `ORDER BY filename` was."""
+    from assay.corpora.manifest import load_manifest
+    from assay.corpora.storage import join
+
+    return sorted(join(root, s["name"]) for s in load_manifest(root)["shards"])
+
+
+def _locate(con, root: Path | str, table: str, columns: str) -> list[tuple[int, Path | str]]:
+    """Write `loc` (f, row, *columns): every row of `table` (alias c) located in the docs
+    shards, `f` being its shard's index in name order; return (f, shard) for every shard.
+    `loc` is stored in (f, row) order, so reading one shard's rows touches its row groups only."""
     from assay.corpora.mixture import docs_shards_sql
 
-    con.execute(
-        f"CREATE TABLE loc AS SELECT d.filename, d.file_row_number AS row, c.copies, c.raw FROM chosen c "
-        f"JOIN {docs_shards_sql(root)} d USING (id)"
-    )
-    (found,) = con.execute("SELECT count(*) FROM loc").fetchone()
-    (wanted,) = con.execute("SELECT count(*) FROM chosen").fetchone()
+    names = _docs_files(root)
+    (unplaced,) = con.execute(f"SELECT count(*) FILTER (f IS NULL) FROM {table}").fetchone()
+    # kept for this statement only: the stored order is what lets a shard's scan skip the rest
+    con.execute("SET preserve_insertion_order = true")
+    if not unplaced:  # built shard by shard: the places are known, no join of every id
+        con.execute(f"CREATE TABLE loc AS SELECT c.f, c.row, {columns} FROM {table} c ORDER BY c.f, c.row")
+    else:
+        _register(con, "files", {"f": np.arange(len(names), dtype=np.int64), "filename": names})
+        con.execute(
+            f"CREATE TABLE loc AS SELECT f.f, d.file_row_number AS row, {columns} FROM {table} c "
+            f"JOIN {docs_shards_sql(root)} d USING (id) JOIN files f USING (filename) ORDER BY f.f, row"
+        )
+        con.execute("DROP TABLE files")
+    con.execute("SET preserve_insertion_order = false")
+    # fetchall, not fetchone: a result left open would block the con.sql reads that follow
+    ((found,),) = con.execute("SELECT count(*) FROM loc").fetchall()
+    ((wanted,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
     if found != wanted:
         raise ValueError(f"{wanted - found} selected ids are not in the docs shards of {root}")
+    return [(i, n if "://" in n else Path(n)) for i, n in enumerate(names)]  # URL shards stay URLs
+
+
+def _shard_rows(con, f: int, columns: str, where: str = "true"):
+    """One docs shard's rows of `loc` (ascending) with `columns`, as an Arrow table: one query
+    per shard, so this process holds one shard's selection at a time, whatever the corpus."""
+    return con.sql(
+        f"SELECT row, {columns} FROM loc WHERE f = {int(f)} AND {where} ORDER BY row"
+    ).to_arrow_table()
+
+
+def _pieces(con, root: Path | str, max_copies: int):
+    """(docs shard, rows, scores, copy) for the mixture writer: every chosen document located
+    once in the docs shards, then streamed pass by pass in (shard, row) order."""
+    files = _locate(con, root, "chosen", "c.copies, c.raw")
     con.execute("DROP TABLE chosen")
+    # the most copies in each shard: a pass skips the shards it has nothing left to take from
+    most = dict(con.execute("SELECT f, max(copies) FROM loc GROUP BY f").fetchall())
 
     def stream():
         for copy in range(max_copies):
-            reader = con.sql(
-                f"SELECT filename, row, raw FROM loc WHERE copies > {copy} ORDER BY filename, row"
-            ).to_arrow_reader(65_536)
-            for path, rows, extra in _by_file(reader, ["raw"]):
-                yield path, rows, extra["raw"].to_numpy(zero_copy_only=False), copy
+            for f, path in files:
+                if most.get(f, 0) > copy:
+                    t = _shard_rows(con, f, "raw", f"copies > {copy}")
+                    yield (
+                        path,
+                        t.column("row").to_numpy(),
+                        t.column("raw").to_numpy(zero_copy_only=False),
+                        copy,
+                    )
 
     return stream()
 
@@ -934,6 +1043,8 @@ def select(
     threads: int | None = None,
 ) -> dict:
     """Check everything, choose documents, then write `mixtures/<name>/`; returns its manifest.
+    A mixture of this name selected with the same recipe from the corpus as it is now is not
+    selected again: its manifest comes back with `already_selected` (`force` reselects).
 
     Out of core: the filtered pool goes to a DuckDB file under `.assay/tmp/`, per-stratum cuts
     come from histograms plus one sorted boundary bucket, and the chosen documents stream to the

@@ -176,6 +176,35 @@ def test_same_bytes_on_synthetic_rows(syn, kind, buckets, monkeypatch):
         assert fr["max_copies"] == 2 and fr["repeated_docs"] > 0
 
 
+def test_pool_built_shard_by_shard_only_where_that_is_the_whole_join(syn, tmp_path, monkeypatch):
+    # `annotate` writes each set's shard for the same-named docs shard: a pool too big for half
+    # the cap is then joined one docs shard at a time; the results must match the whole-corpus
+    # join of the former planner
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '1GB'")
+    assert not sel._needs_shard_join(con, syn)  # 3,000 documents: one query
+    con.execute("SET memory_limit = '512KB'")
+    assert sel._needs_shard_join(con, syn)
+    con.execute("SET memory_limit = '1GB'")
+    monkeypatch.setattr(sel, "SHARD_JOIN_ROW_BYTES", 10**9)  # every pool "too big": shard by shard
+    assert len(sel._shard_views(con, syn)) == 3
+    _same(syn, {"rank": "q", "budget": {"docs": 400}, "strata": ["lang"]}, "by_shard")
+    # a set whose shards hold another docs shard's ids: the per-shard join would miss them all
+    moved = _synthetic_root(tmp_path / "moved")
+    manifest = load_manifest(moved)
+    parts = sorted(manifest["annotations"]["syn"]["shards"])
+    tables = {p: pq.read_table(moved / "annotations/syn" / p) for p in parts}
+    for i, p in enumerate(parts):
+        entry = write_table_atomic(tables[parts[(i + 1) % len(parts)]], moved / "annotations/syn" / p)
+        manifest["annotations"]["syn"]["shards"][p] = entry
+    save_manifest(moved, manifest)
+    assert sel._shard_views(con, moved) is None
+    m = _same(moved, {"rank": "q", "budget": {"docs": 400}, "filter": "lang IS NOT NULL"}, "moved")
+    assert m["pool"]["docs"] > 2000  # q and lang found for the moved ids: the whole join was used
+    # a window in the rank sees every row of the view: never evaluated shard by shard
+    _same(syn, {"rank": "percent_rank() OVER (ORDER BY q, id)", "budget": {"docs": 300}}, "window")
+
+
 def test_memory_setting_and_work_folder(syn):
     recipe = parse_recipe({**SYN_RECIPES["stratified"], "memory": "64MB"})
     sel.select(syn, recipe, "mem", memory="48MB", threads=1)
