@@ -113,9 +113,11 @@ def test_publish_then_read_a_mixture_on_a_url_root(mem, tmp_path):
     names = sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{base}/mixtures/m"))
     assert names[0] == "manifest.json" and len(names) == 3
     assert all(re.fullmatch(r"part-0000[01]\.[0-9a-f]{8}\.parquet", n) for n in names[1:])
-    assert [s["name"] for s in load_mixture(url, "m")["shards"]] == names[1:] == [
-        s["name"] for s in committed["shards"]
-    ]
+    assert (
+        [s["name"] for s in load_mixture(url, "m")["shards"]]
+        == names[1:]
+        == [s["name"] for s in committed["shards"]]
+    )
     rows = [r for b in mixture_batches(url, "m", ["id"]) for r in b.column("id").to_pylist()]
     assert rows == ["d1", "d2", "d2"]
 
